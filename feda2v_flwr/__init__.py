@@ -1,0 +1,1 @@
+"""FedA2V: federated audio-to-visual prompt learning on Flower."""

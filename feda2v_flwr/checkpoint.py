@@ -1,0 +1,100 @@
+"""One checkpoint schema: atomic save, safe load (``weights_only=True``), retention."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = (
+    "format_version",
+    "round",
+    "timestamp",
+    "generator_type",
+    "generator_args",
+    "generator_state",
+    "generator_optimizer_state",
+    "global_adapters",
+    "finetune_optimizer_state",
+    "rng_state",
+    "config",
+    "config_hash",
+    "wandb_run_id",
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def checkpoint_path(directory: Path, base_name: str, server_round: int) -> Path:
+    return directory / f"{base_name}_round_{server_round}.pt"
+
+
+def save_checkpoint(
+    directory: Path, base_name: str, payload: dict[str, Any], *, keep_last: int, best_metric: float | None = None
+) -> Path:
+    """Write ``{base}_round_{r}.pt`` atomically, update ``{base}_latest.json``, prune old rounds.
+
+    ``best_metric`` (higher is better) also copies the file to ``{base}_best.pt`` when it wins.
+    """
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    assert not missing, f"checkpoint payload lacks {missing}"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = checkpoint_path(directory, base_name, payload["round"])
+    _atomic_torch_save(payload, path)
+    pointer = directory / f"{base_name}_latest.json"
+    previous = json.loads(pointer.read_text()) if pointer.exists() else {}
+    best = previous.get("best")
+    if best_metric is not None and (best is None or best_metric > best["metric"]):
+        _atomic_torch_save(payload, directory / f"{base_name}_best.pt")
+        best = {"round": payload["round"], "metric": best_metric, "file": f"{base_name}_best.pt"}
+    info = {"round": payload["round"], "file": path.name, "timestamp": payload["timestamp"], "best": best}
+    _atomic_write_text(pointer, json.dumps(info, indent=1))
+    rounds = sorted(int(p.stem.rsplit("_", 1)[1]) for p in directory.glob(f"{base_name}_round_*.pt"))
+    for old in rounds[:-keep_last]:
+        checkpoint_path(directory, base_name, old).unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint as data (never code). Errors name the file and what is wrong."""
+    path = Path(path)
+    if path.suffix == ".json":  # a "latest" pointer
+        try:
+            path = path.parent / json.loads(path.read_text())["file"]
+        except (OSError, KeyError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"Cannot read checkpoint pointer {path}: {err}") from None
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for truncated/corrupt files
+        raise CheckpointError(f"Checkpoint {path} is corrupt or truncated ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is not a feda2v checkpoint of format version {FORMAT_VERSION}")
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise CheckpointError(f"Checkpoint {path} lacks {missing}")
+    return payload
+
+
+def new_payload(**fields: Any) -> dict[str, Any]:
+    return {"format_version": FORMAT_VERSION, "timestamp": time.time(), **fields}
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

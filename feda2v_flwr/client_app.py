@@ -1,0 +1,74 @@
+"""ClientApp: a NumPyClient that decodes, calls the plain-torch task, encodes (thin glue)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Context, RecordDict
+from flwr.client import ClientApp, NumPyClient
+
+from feda2v_flwr.config import load_config
+from feda2v_flwr.logging_setup import setup_logging
+from feda2v_flwr.training.task import ClientTask
+
+STATE_KEY = "feda2v"
+_TASKS: dict[tuple, ClientTask] = {}  # long-lived simulation actors reuse loaded data across rounds
+
+
+class FedA2VClient(NumPyClient):
+    def __init__(self, *, run_config: dict, node_config: dict, state: RecordDict):
+        self.run_config, self.node_config, self.state = run_config, node_config, state
+        self.partition_id = int(node_config["partition-id"])
+        self.num_partitions = int(node_config["num-partitions"])
+
+    def _task(self, config: dict) -> ClientTask:
+        cache_dir = str(self.node_config.get("cache-dir") or config["cache-dir"])
+        key = (
+            self.partition_id,
+            self.num_partitions,
+            cache_dir,
+            self.run_config.get("config"),
+            self.run_config.get("overrides"),
+        )
+        if key not in _TASKS:
+            experiment = load_config(
+                str(self.run_config.get("config", "configs/default.json")), str(self.run_config.get("overrides", ""))
+            )
+            torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
+            _TASKS.clear()
+            _TASKS[key] = ClientTask(experiment, self.partition_id, self.num_partitions, Path(cache_dir))
+        return _TASKS[key]
+
+    def _saved(self, name: str) -> bytes | None:
+        record = self.state.get(STATE_KEY)
+        return record[name] if isinstance(record, ConfigRecord) and name in record else None
+
+    def get_parameters(self, config: dict) -> list[np.ndarray]:
+        return self._task(config).initial_arrays()
+
+    def fit(self, parameters: list[np.ndarray], config: dict):
+        outcome = self._task(config).fit(
+            parameters, int(config["server_round"]), self._saved("optimizer"), self._saved("local_adapters")
+        )
+        self.state[STATE_KEY] = ConfigRecord(
+            {"optimizer": outcome.optimizer_state, "local_adapters": outcome.local_adapters}
+        )
+        return outcome.arrays, outcome.num_examples, outcome.metrics
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict):
+        metrics = self._task(config).evaluate(parameters, self._saved("local_adapters"))
+        return float(metrics.get("test_mse", 0.0)), int(metrics["test_examples"]), metrics
+
+
+def client_fn(context: Context):
+    setup_logging()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return FedA2VClient(
+        run_config=dict(context.run_config), node_config=dict(context.node_config), state=context.state
+    ).to_client()
+
+
+app = ClientApp(client_fn=client_fn)

@@ -1,0 +1,23 @@
+"""Experiment configuration: one pydantic schema, JSON files, run-config overrides."""
+
+from feda2v_flwr.config.loading import (
+    ConfigError,
+    config_hash,
+    config_json,
+    load_config,
+    parse_overrides,
+    resolve_project_path,
+    validate_config,
+)
+from feda2v_flwr.config.schema import ExperimentConfig
+
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "config_hash",
+    "config_json",
+    "load_config",
+    "parse_overrides",
+    "resolve_project_path",
+    "validate_config",
+]

@@ -1,0 +1,156 @@
+"""The one validated configuration schema (sections as in the seeds' JSON files).
+
+Every key has a real default, so a missing key is never silently ``None``. Unknown keys are
+rejected (see ``loading.py`` for the error messages that name the closest valid key).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MelPatchSettings(_Section):
+    """Weight-free ``mel-patch`` encoder: log-mel patches + a fixed seeded projection."""
+
+    n_mels: int = Field(64, ge=8)
+    n_fft: int = Field(1024, ge=64)
+    hop_length: int = Field(512, ge=16)
+    patch_mels: int = Field(32, ge=1)
+    patch_frames: int = Field(16, ge=1)
+    embed_dim: int = Field(768, ge=8)
+    projection_seed: int = 0
+
+    @model_validator(mode="after")
+    def _patch_fits(self) -> MelPatchSettings:
+        if self.n_mels % self.patch_mels != 0:
+            raise ValueError(f"patch_mels ({self.patch_mels}) must divide n_mels ({self.n_mels})")
+        return self
+
+
+class FedA2VSettings(_Section):
+    # Targets and encoder.
+    target_profile: Literal["minilm"] = "minilm"
+    prompt_template: str = "a photo of {label}"
+    audio_encoder: Literal["mel-patch"] = "mel-patch"
+    mel_patch: MelPatchSettings = Field(default_factory=MelPatchSettings)
+    use_cls_token_only: bool = False
+
+    # Adapters (one per target slot).
+    clip_adapter_hidden_dims: list[int] = Field(default_factory=lambda: [512])
+    t5_adapter_hidden_dims: list[int] = Field(default_factory=lambda: [512])
+    adapter_width: int = Field(256, ge=8)
+    adapter_heads: int = Field(4, ge=1)
+    clip_adapter_learning_rate: float = Field(1e-3, gt=0)
+    clip_adapter_weight_decay: float = Field(1e-2, ge=0)
+    clip_adapter_learning_rate_schedule: bool = False
+    t5_adapter_learning_rate: float = Field(1e-3, gt=0)
+    t5_adapter_weight_decay: float = Field(1e-2, ge=0)
+    t5_adapter_learning_rate_schedule: bool = False
+    adapter_cosine_loss_weight: float = Field(0.0, ge=0)
+    optimizer_clip_gradients: bool = False
+    adapter_aggregation_mode: Literal["avg", "avg_unweighted", "none"] = "avg"
+
+    # Per-class statistics sent by clients (None = the encoder's full token sequence).
+    statistics_sequence_length: int | None = Field(None, ge=1)
+
+    # Server generator (seed 001).
+    use_generator: bool = True
+    generator_type: Literal["vae"] = "vae"
+    generator_hidden_dim: int = Field(512, ge=8)
+    generator_latent_dim: int = Field(256, ge=2)
+    generator_learning_rate: float = Field(1e-3, gt=0)
+    generator_beta_max: float = Field(0.01, ge=0)
+    generator_training_epochs: int = Field(5, ge=0)
+    generator_draws_per_statistic: int = Field(8, ge=1)
+    generator_augmentation: bool = True
+    generator_augmentation_noise: float = Field(0.1, ge=0)
+    generator_training_sequence_length: int | None = Field(4, ge=1)
+    generator_output_sequence_length: int | None = Field(None, ge=1)
+    generator_interpolation: Literal["linear", "nearest", "cubic"] = "linear"
+    generator_validation_frequency: int = Field(5, ge=0)
+    synthetic_samples_per_class: int = Field(5, ge=0)
+
+    # Checkpoints (relative dirs resolve inside the run folder).
+    generator_save_checkpoint: bool = True
+    generator_load_checkpoint: bool = False
+    generator_checkpoint_path: str | None = None
+    generator_checkpoint_dir: str = "checkpoints"
+    generator_checkpoint_base_name: str = "server_generator"
+    generator_checkpoint_frequency: int = Field(5, ge=1)
+    checkpoint_keep_last: int = Field(3, ge=1)
+
+    # Server fine-tuning of the global adapters on real + synthetic data.
+    global_model_train_from_nodes_adapters: bool = True
+    global_model_train_epochs: int = Field(10, ge=0)
+    global_model_train_learning_rate: float = Field(1e-3, gt=0)
+
+    @model_validator(mode="after")
+    def _generator_needs_load_path(self) -> FedA2VSettings:
+        if self.generator_load_checkpoint and not self.generator_checkpoint_path:
+            raise ValueError("generator_load_checkpoint is true but generator_checkpoint_path is not set")
+        return self
+
+
+class FederationSettings(_Section):
+    num_clients: int = Field(5, ge=1)
+    global_rounds: int = Field(5, ge=1)
+    local_epochs: int = Field(3, ge=0)
+    eval_gap: int = Field(1, ge=0)
+    min_fit_clients: int | None = Field(None, ge=1)
+    accept_failures: bool = True
+    round_timeout: float = Field(1800.0, gt=0)
+
+
+class TrainingSettings(_Section):
+    batch_size: int = Field(8, ge=1)
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class NodeSettings(_Section):
+    selected_classes: list[str] | None = None
+    use_cls_token_only: bool | None = None
+
+
+class DataSettings(_Section):
+    dataset: Literal["procedural"] = "procedural"
+    classes: list[str] | None = None
+    clips_per_class: int = Field(40, ge=3)
+    clip_seconds: float = Field(5.0, gt=0.2)
+    sample_rate: int = Field(16000, ge=4000)
+    partitioning: Literal["by_class"] = "by_class"
+    train_ratio: float = Field(0.7, gt=0, lt=1)
+    val_ratio: float = Field(0.1, ge=0, lt=1)
+    split_seed: int = 42
+    cache_dir: str = "outputs/cache"
+
+    @model_validator(mode="after")
+    def _ratios(self) -> DataSettings:
+        if self.train_ratio + self.val_ratio >= 1.0:
+            raise ValueError("train_ratio + val_ratio must leave room for a test split (< 1.0)")
+        return self
+
+
+class WandbSettings(_Section):
+    enabled: bool = True
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "feda2v-flwr"
+    entity: str | None = None
+
+
+class ExperimentConfig(_Section):
+    feda2v: FedA2VSettings = Field(default_factory=FedA2VSettings)
+    federation: FederationSettings = Field(default_factory=FederationSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    nodes: dict[str, NodeSettings] = Field(default_factory=dict)
+    data: DataSettings = Field(default_factory=DataSettings)
+    wandb: WandbSettings = Field(default_factory=WandbSettings)
+
+    def node(self, partition_id: int) -> NodeSettings:
+        return self.nodes.get(str(partition_id), NodeSettings())

@@ -1,0 +1,55 @@
+"""On-disk embedding cache: the encoder runs once per clip, ever.
+
+Key = encoder id + a hash of every setting that changes the output (``encoder.cache_key()``) +
+the clip's identity. The full token sequence is cached; CLS-only slicing happens after the
+cache, so both modes share entries safely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from feda2v_flwr.data.partition import Clip
+
+log = logging.getLogger(__name__)
+
+
+class AudioEncoder(Protocol):
+    def cache_key(self) -> str: ...
+    def encode(self, waves: list[np.ndarray]) -> np.ndarray: ...
+
+
+class EmbeddingCache:
+    def __init__(self, cache_dir: str | Path, encoder: AudioEncoder, batch_size: int = 16):
+        self.encoder = encoder
+        self.directory = Path(cache_dir) / "embeddings" / encoder.cache_key()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.batch_size = batch_size
+
+    def _file(self, clip: Clip) -> Path:
+        return self.directory / f"{hashlib.sha256(clip.identity.encode()).hexdigest()[:32]}.npy"
+
+    def embed(self, clips: Sequence[Clip]) -> np.ndarray:
+        """(N, T, D) embeddings of ``clips``, encoding only the ones not cached yet."""
+        missing = [c for c in clips if not self._file(c).exists()]
+        if missing:
+            log.info("Encoding %d of %d clips (others cached in %s)", len(missing), len(clips), self.directory)
+        for start in range(0, len(missing), self.batch_size):
+            batch = missing[start : start + self.batch_size]
+            for clip, emb in zip(batch, self.encoder.encode([c.load() for c in batch]), strict=True):
+                _atomic_save(self._file(clip), emb.astype(np.float32))
+        return np.stack([np.load(self._file(c)) for c in clips])
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)

@@ -1,0 +1,100 @@
+"""ServerApp: reads the experiment config, builds the FedA2V strategy (thin glue)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from flwr.app import Context
+from flwr.server import ServerApp, ServerAppComponents, ServerConfig
+
+from feda2v_flwr.checkpoint import load_checkpoint
+from feda2v_flwr.config import ExperimentConfig, load_config, resolve_project_path
+from feda2v_flwr.data.partition import federation_classes
+from feda2v_flwr.encoders import PROFILE_SLOTS, build_audio_encoder, load_text_targets
+from feda2v_flwr.logging_setup import setup_logging
+from feda2v_flwr.reporting import MetricsLog, WandbLogger
+from feda2v_flwr.training.adapters import build_model
+from strategies.feda2v import FedA2VStrategy
+from strategies.server_trainer import ServerGeneratorTrainer
+
+log = logging.getLogger("feda2v_flwr.server")
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but no CUDA device is visible to the ServerApp")
+    return name
+
+
+def run_directory(run_config: dict, config_file: str) -> Path:
+    """``<output-dir>/<run-name>``; relative output dirs resolve against the working directory."""
+    output_dir = Path(str(run_config.get("output-dir") or "outputs")).expanduser()
+    name = str(run_config.get("run-name") or "") or f"{Path(config_file).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return (output_dir if output_dir.is_absolute() else Path.cwd() / output_dir).resolve() / name
+
+
+def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
+    """Everything the server needs, from the validated config (no Flower context needed)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(config.data.cache_dir).expanduser()
+    cache_dir = cache_dir if cache_dir.is_absolute() else (Path.cwd() / cache_dir).resolve()
+    (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=1))
+    f = config.feda2v
+    classes = federation_classes(config)
+    slots = PROFILE_SLOTS[f.target_profile]
+    load_text_targets(f.target_profile, classes, f.prompt_template, cache_dir)  # warm the cache for the nodes
+
+    torch.manual_seed(config.training.seed)
+    in_dim = build_audio_encoder(config).embed_dim
+    initial = build_model(config, slots, in_dim)
+    initial_state = {k: v.detach().numpy().copy() for k, v in initial.state_dict().items()}
+    trainer = ServerGeneratorTrainer(
+        config=config, adapters=build_model(config, slots, in_dim), device=resolve_device(config.training.device)
+    )
+    if f.generator_load_checkpoint:
+        path = resolve_project_path(f.generator_checkpoint_path or "")
+        trainer.load_state_dict(load_checkpoint(path))
+        log.info("Loaded the server generator from %s", path)
+
+    checkpoint_dir = Path(f.generator_checkpoint_dir)
+    checkpoint_dir = checkpoint_dir if checkpoint_dir.is_absolute() else run_dir / checkpoint_dir
+    wandb_logger = WandbLogger(
+        config.wandb, run_dir=run_dir, run_name=run_dir.name, config=config.model_dump(mode="json")
+    )
+    return FedA2VStrategy(
+        config=config,
+        trainer=trainer,
+        initial_state=initial_state,
+        slot_shapes={s.name: s.shape for s in slots},
+        classes=classes,
+        run_dir=run_dir,
+        cache_dir=cache_dir,
+        checkpoint_dir=checkpoint_dir,
+        metrics_log=MetricsLog(run_dir / "metrics.jsonl"),
+        wandb_logger=wandb_logger,
+    )
+
+
+def server_fn(context: Context) -> ServerAppComponents:
+    setup_logging()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    run_config = dict(context.run_config)
+    config_file = str(run_config.get("config", "configs/default.json"))
+    config = load_config(config_file, str(run_config.get("overrides", "")))
+    run_dir = run_directory(run_config, config_file)
+    log.info("FedA2V run: outputs in %s", run_dir)
+    strategy = build_strategy(config, run_dir)
+    server_config = ServerConfig(
+        num_rounds=config.federation.global_rounds, round_timeout=config.federation.round_timeout
+    )
+    return ServerAppComponents(strategy=strategy, config=server_config)
+
+
+app = ServerApp(server_fn=server_fn)

@@ -1,0 +1,182 @@
+"""One node's work, free of Flower: load data, train adapters, compute statistics, evaluate."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from feda2v_flwr.config.schema import ExperimentConfig
+from feda2v_flwr.data.partition import PartitionData, load_partition
+from feda2v_flwr.encoders import (
+    PROFILE_SLOTS,
+    EmbeddingCache,
+    build_audio_encoder,
+    load_text_targets,
+)
+from feda2v_flwr.payload import encode_update, module_to_ndarrays, ndarrays_to_module
+from feda2v_flwr.training.adapters import (
+    build_model,
+    evaluate_adapters,
+    make_optimizers,
+    predict,
+    train_adapters,
+)
+from feda2v_flwr.training.statistics import class_statistics
+
+log = logging.getLogger(__name__)
+
+
+def round_seed(seed: int, server_round: int, partition_id: int) -> int:
+    return seed * 1_000_003 + server_round * 7919 + partition_id
+
+
+@dataclass
+class FitOutcome:
+    arrays: list[np.ndarray]
+    num_examples: int
+    metrics: dict[str, float | int | str]
+    optimizer_state: bytes
+    local_adapters: bytes
+
+
+class ClientTask:
+    def __init__(self, config: ExperimentConfig, partition_id: int, num_partitions: int, cache_dir: str | Path):
+        self.config = config
+        self.partition_id = partition_id
+        self.partition: PartitionData = load_partition(config, partition_id, num_partitions)
+        encoder = build_audio_encoder(config)
+        self.cache = EmbeddingCache(cache_dir, encoder)
+        f = config.feda2v
+        self.slots = PROFILE_SLOTS[f.target_profile]
+        self.targets = load_text_targets(
+            f.target_profile, self.partition.federation_classes, f.prompt_template, cache_dir
+        )
+        self.class_index = {c: i for i, c in enumerate(self.partition.federation_classes)}
+        self.target_tensors = {s.name: torch.from_numpy(self.targets.standardized(s.name)) for s in self.slots}
+        self.model = build_model(config, self.slots, encoder.embed_dim)
+        node = config.node(partition_id)
+        self.cls_only = f.use_cls_token_only if node.use_cls_token_only is None else node.use_cls_token_only
+        self._data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings (N, T, D), labels (N,)) of a split; encoded once, then from the cache."""
+        if name not in self._data:
+            clips = self.partition.splits[name]
+            if clips:
+                emb = torch.from_numpy(self.cache.embed(clips))
+            else:
+                emb = torch.zeros((0, 1, self.cache.encoder.embed_dim))
+            if self.cls_only:
+                emb = emb[:, :1]  # CLS-only is applied after the cache, never stored
+            labels = torch.tensor([self.class_index[c.class_name] for c in clips], dtype=torch.long)
+            self._data[name] = (emb, labels)
+        return self._data[name]
+
+    def _load_adapters(self, global_arrays: list[np.ndarray], local_adapters: bytes | None) -> None:
+        if self.config.feda2v.adapter_aggregation_mode == "none" and local_adapters:
+            self.model.load_state_dict(torch.load(io.BytesIO(local_adapters), weights_only=True))
+        else:
+            ndarrays_to_module(self.model, global_arrays)
+
+    def fit(
+        self,
+        global_arrays: list[np.ndarray],
+        server_round: int,
+        optimizer_state: bytes | None,
+        local_adapters: bytes | None,
+    ) -> FitOutcome:
+        start = time.perf_counter()
+        cfg = self.config
+        self._load_adapters(global_arrays, local_adapters)
+        optimizers = make_optimizers(self.model, cfg)
+        if optimizer_state:
+            saved = torch.load(io.BytesIO(optimizer_state), weights_only=True)
+            for slot, optimizer in optimizers.items():
+                optimizer.load_state_dict(saved[slot])
+        emb, labels = self.split("train")
+        load_s = time.perf_counter() - start
+
+        epochs = cfg.federation.local_epochs
+        generator = torch.Generator().manual_seed(round_seed(cfg.training.seed, server_round, self.partition_id))
+        losses = train_adapters(
+            self.model,
+            optimizers,
+            emb,
+            labels,
+            self.target_tensors,
+            config=cfg,
+            epochs=epochs,
+            first_epoch=(server_round - 1) * epochs,
+            total_epochs=cfg.federation.global_rounds * epochs,
+            generator=generator,
+        )
+        train_s = time.perf_counter() - start - load_s
+
+        val_emb, val_labels = self.split("val")
+        stats = class_statistics(
+            classes=self.partition.classes,
+            class_index=self.class_index,
+            train_embeddings=emb,
+            train_labels=labels,
+            train_outputs=predict(self.model, emb),
+            val_embeddings=val_emb,
+            val_labels=val_labels,
+            sequence_length=cfg.feda2v.statistics_sequence_length,
+        )
+        adapter_state = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        arrays, manifest = encode_update(adapter_state, stats)
+        payload_bytes = int(sum(a.nbytes for a in arrays))
+        metrics: dict[str, float | int | str] = {
+            "partition_id": self.partition_id,
+            "manifest": manifest,
+            "payload_bytes": payload_bytes,
+            "classes": ",".join(self.partition.classes),
+            "load_s": load_s,
+            "train_s": train_s,
+            "fit_s": time.perf_counter() - start,
+            **{f"train_loss_{slot}": value for slot, value in losses.items()},
+        }
+        log.info(
+            "node %d round %d: trained %d epochs on %d clips (%s); losses %s; upload %.1f KiB",
+            self.partition_id,
+            server_round,
+            epochs,
+            len(labels),
+            metrics["classes"],
+            {k: round(v, 4) for k, v in losses.items()},
+            payload_bytes / 1024,
+        )
+        return FitOutcome(
+            arrays=arrays,
+            num_examples=len(labels),
+            metrics=metrics,
+            optimizer_state=_to_bytes({slot: opt.state_dict() for slot, opt in optimizers.items()}),
+            local_adapters=_to_bytes(self.model.state_dict()),
+        )
+
+    def evaluate(self, global_arrays: list[np.ndarray], local_adapters: bytes | None) -> dict[str, float | int]:
+        """Val and test metrics (prefixed ``val_`` / ``test_``) with their example counts."""
+        self._load_adapters(global_arrays, local_adapters)
+        metrics: dict[str, float | int] = {"partition_id": self.partition_id}
+        for split in ("val", "test"):
+            emb, labels = self.split(split)
+            metrics[f"{split}_examples"] = len(labels)
+            if len(labels):
+                for key, value in evaluate_adapters(self.model, emb, labels, self.target_tensors).items():
+                    metrics[f"{split}_{key}"] = value
+        return metrics
+
+    def initial_arrays(self) -> list[np.ndarray]:
+        return module_to_ndarrays(self.model)
+
+
+def _to_bytes(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()

@@ -1,0 +1,1 @@
+"""Server-side strategy, trainer and aggregation."""

@@ -1,0 +1,326 @@
+"""FedA2VStrategy: FedAvg whose ``aggregate_fit`` runs the server-side FedA2V round (SPEC 4).
+
+Thin glue: decoding/validation lives in ``feda2v_flwr.payload``, aggregation maths in
+``strategies.aggregation``, generator/fine-tuning science in ``strategies.server_trainer``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.common import (
+    Code,
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    Parameters,
+    Scalar,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import FedAvg
+
+from feda2v_flwr.checkpoint import new_payload, save_checkpoint
+from feda2v_flwr.config.loading import config_hash
+from feda2v_flwr.config.schema import ExperimentConfig
+from feda2v_flwr.payload import ClientUpdate, PayloadError, decode_update
+from feda2v_flwr.reporting import MetricsLog, WandbLogger
+from strategies.aggregation import aggregate_adapters
+from strategies.server_trainer import RoundReport, ServerGeneratorTrainer
+
+log = logging.getLogger(__name__)
+
+
+class FedA2VStrategy(FedAvg):
+    def __init__(
+        self,
+        *,
+        config: ExperimentConfig,
+        trainer: ServerGeneratorTrainer,
+        initial_state: dict[str, np.ndarray],
+        slot_shapes: dict[str, tuple[int, ...]],
+        classes: list[str],
+        run_dir: Path,
+        cache_dir: Path,
+        checkpoint_dir: Path,
+        metrics_log: MetricsLog,
+        wandb_logger: WandbLogger | None = None,
+    ):
+        fed = config.federation
+        min_fit = fed.min_fit_clients or fed.num_clients
+        self.adapter_keys = list(initial_state)
+        super().__init__(
+            fraction_fit=1.0,
+            fraction_evaluate=1.0,
+            min_fit_clients=min_fit,
+            min_evaluate_clients=min_fit,
+            min_available_clients=fed.num_clients,
+            accept_failures=fed.accept_failures,
+            initial_parameters=ndarrays_to_parameters([initial_state[k] for k in self.adapter_keys]),
+        )
+        self.config = config
+        self.trainer = trainer
+        self.state = initial_state
+        self.slot_shapes = slot_shapes
+        self.classes = classes
+        self.run_dir, self.cache_dir, self.checkpoint_dir = run_dir, cache_dir, checkpoint_dir
+        self.metrics_log = metrics_log
+        self.wandb = wandb_logger
+        self.num_rounds = fed.global_rounds
+        self.summary: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"FedA2VStrategy(mode={self.config.feda2v.adapter_aggregation_mode})"
+
+    # ---- configure -----------------------------------------------------------------------------
+    def _round_config(self, server_round: int) -> dict[str, Scalar]:
+        return {"server_round": server_round, "cache-dir": str(self.cache_dir)}
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        pairs = super().configure_fit(server_round, parameters, client_manager)
+        log.info("Round %d: training on %d nodes", server_round, len(pairs))
+        return [(c, FitIns(ins.parameters, {**ins.config, **self._round_config(server_round)})) for c, ins in pairs]
+
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        gap = self.config.federation.eval_gap
+        if gap == 0 or (server_round % gap != 0 and server_round != self.num_rounds):
+            return []
+        pairs = super().configure_evaluate(server_round, parameters, client_manager)
+        return [
+            (c, EvaluateIns(ins.parameters, {**ins.config, **self._round_config(server_round)})) for c, ins in pairs
+        ]
+
+    # ---- aggregate_fit ---------------------------------------------------------------------------
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        start = time.perf_counter()
+        failure_reasons = [_failure_reason(f) for f in failures]
+        for reason in failure_reasons:
+            log.warning("Round %d: a node failed: %s", server_round, reason)
+        updates, dropped = self._decode_replies(results)
+        min_fit = self.config.federation.min_fit_clients or self.config.federation.num_clients
+        if (failures and not self.accept_failures) or len(updates) < min(min_fit, self.config.federation.num_clients):
+            reason = f"{len(updates)} valid replies (need {min_fit}), {len(failures)} failures"
+            log.warning("Round %d skipped: %s", server_round, reason)
+            self.metrics_log.write(server_round, "skipped", reason=reason, failures=failure_reasons, dropped=dropped)
+            return None, {"skipped": 1}
+
+        updates.sort(key=lambda u: u.partition_id)  # bitwise-reproducible sums, whatever the arrival order
+        mode = self.config.feda2v.adapter_aggregation_mode
+        state = aggregate_adapters(
+            mode, [u.adapter_state for u in updates], [u.num_examples for u in updates], self.state
+        )
+        self._log_fit(server_round, updates, dropped, failure_reasons)
+
+        class_stats: dict[str, list] = {}
+        for update in updates:
+            for name, stats in update.stats.items():
+                class_stats.setdefault(name, []).append(stats)
+        f = self.config.feda2v
+        report = RoundReport()
+        if f.use_generator or f.global_model_train_from_nodes_adapters:
+            log.info("Round %d: server step on %d classes", server_round, len(class_stats))
+            state, report = self.trainer.run_round(server_round, state, class_stats)
+            self._log_server_step(server_round, report)
+        self.state = state
+
+        ckpt = self._maybe_checkpoint(server_round, report)
+        metrics: dict[str, Scalar] = {"num_updates": len(updates), "dropped": len(dropped)}
+        if report.generator_loss is not None:
+            metrics["generator_loss"] = report.generator_loss
+        if report.finetune_loss is not None:
+            metrics["adapter_finetuning_loss"] = report.finetune_loss
+        self.summary.update(last_round=server_round, checkpoint=str(ckpt) if ckpt else self.summary.get("checkpoint"))
+        self.metrics_log.write(server_round, "round", aggregate_fit_s=time.perf_counter() - start, **metrics)
+        return ndarrays_to_parameters([state[k] for k in self.adapter_keys]), metrics
+
+    def _decode_replies(self, results: list[tuple[ClientProxy, FitRes]]) -> tuple[list[ClientUpdate], list[dict]]:
+        shapes = {k: v.shape for k, v in self.state.items()}
+        updates, dropped = [], []
+        for proxy, res in results:
+            pid = res.metrics.get("partition_id", "?")
+            try:
+                if res.status.code != Code.OK:
+                    raise PayloadError(f"status {res.status.code.name}: {res.status.message}")
+                adapters, stats = decode_update(
+                    parameters_to_ndarrays(res.parameters),
+                    res.metrics.get("manifest"),
+                    adapter_shapes=shapes,
+                    known_classes=self.classes,
+                    slot_shapes=self.slot_shapes,
+                )
+                if res.num_examples < 1:
+                    raise PayloadError(f"num_examples is {res.num_examples}")
+                pid = int(pid)
+            except (PayloadError, ValueError, TypeError) as err:
+                log.warning("Dropped the reply of node %s (partition %s): %s", proxy.cid, pid, err)
+                dropped.append({"node": str(proxy.cid), "partition_id": str(pid), "reason": str(err)})
+                continue
+            metrics = {k: v for k, v in res.metrics.items() if k != "manifest"}
+            updates.append(ClientUpdate(pid, res.num_examples, adapters, stats, metrics))
+        return updates, dropped
+
+    # ---- logging -------------------------------------------------------------------------------
+    def _log_fit(self, server_round: int, updates: list[ClientUpdate], dropped: list, failures: list) -> None:
+        clients = {str(u.partition_id): {"num_examples": u.num_examples, **u.metrics} for u in updates}
+        losses = {
+            k: float(np.mean([u.metrics[k] for u in updates]))
+            for k in updates[0].metrics
+            if k.startswith("train_loss_")
+        }
+        payload = [int(u.metrics.get("payload_bytes", 0)) for u in updates]
+        self.metrics_log.write(
+            server_round,
+            "fit",
+            clients=clients,
+            client_loss_mean=losses,
+            payload_bytes_per_client=payload,
+            download_bytes_per_client=int(sum(v.nbytes for v in self.state.values())),
+            dropped=dropped,
+            failures=failures,
+        )
+        self._wandb(
+            server_round,
+            {f"clients/{k}": v for k, v in losses.items()} | {"clients/payload_bytes_mean": float(np.mean(payload))},
+        )
+
+    def _log_server_step(self, server_round: int, report: RoundReport) -> None:
+        if report.generator_loss is not None:
+            self.metrics_log.write(
+                server_round,
+                "generator",
+                loss=report.generator_loss,
+                epochs=report.generator_epochs,
+                per_class=report.generator_per_class,
+                skipped_batches=report.skipped_batches,
+                seconds=report.timings.get("generator_s"),
+            )
+            self._wandb(server_round, {"server/generator_loss": report.generator_loss})
+        if report.validation is not None:
+            self.metrics_log.write(
+                server_round, "validation", **report.validation, seconds=report.timings.get("validation_s")
+            )
+            if report.validation.get("num_classes"):
+                self._wandb(
+                    server_round,
+                    {f"server/generator_validation_{k}": report.validation[k] for k in ("similarity", "mse", "l1")},
+                )
+        if report.finetune_loss is not None:
+            self.metrics_log.write(
+                server_round,
+                "finetune",
+                loss=report.finetune_loss,
+                per_slot=report.finetune_loss_per_slot,
+                synthetic_samples=report.synthetic_samples,
+                seconds=report.timings.get("finetune_s"),
+            )
+            self._wandb(
+                server_round,
+                {
+                    "server/adapter_finetuning_loss": report.finetune_loss,
+                    "server/synthetic_samples_total": report.synthetic_samples,
+                },
+            )
+
+    def _wandb(self, server_round: int, metrics: dict[str, float]) -> None:
+        if self.wandb is not None:
+            self.wandb.log(server_round, metrics)
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def _maybe_checkpoint(self, server_round: int, report: RoundReport) -> Path | None:
+        f = self.config.feda2v
+        if not f.generator_save_checkpoint:
+            return None
+        if server_round % f.generator_checkpoint_frequency != 0 and server_round != self.num_rounds:
+            return None
+        trainer_state = self.trainer.state_dict()
+        payload = new_payload(
+            round=server_round,
+            global_adapters={k: torch.from_numpy(v.copy()) for k, v in self.state.items()},
+            config=json.dumps(self.config.model_dump(mode="json")),
+            config_hash=config_hash(self.config),
+            wandb_run_id=self.wandb.run_id if self.wandb else None,
+            **trainer_state,
+        )
+        similarity = report.validation.get("similarity") if report.validation else None
+        path = save_checkpoint(
+            self.checkpoint_dir,
+            f.generator_checkpoint_base_name,
+            payload,
+            keep_last=f.checkpoint_keep_last,
+            best_metric=similarity,
+        )
+        self.metrics_log.write(server_round, "checkpoint", path=str(path))
+        log.info("Round %d: checkpoint %s", server_round, path)
+        return path
+
+    # ---- evaluate --------------------------------------------------------------------------------
+    def aggregate_evaluate(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, EvaluateRes]],
+        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        if not results:
+            return None, {}
+        metrics = weighted_split_metrics([r.metrics for _, r in results])
+        loss = metrics.get("test_mse")
+        self.metrics_log.write(server_round, "evaluate", **metrics, failures=len(failures))
+        self._wandb(server_round, {f"eval/{k}": v for k, v in metrics.items()})
+        log.info(
+            "Round %d evaluation: test retrieval top-1 %.3f (clip %.3f, t5 %.3f), test MSE %.4f",
+            server_round,
+            metrics.get("test_retrieval_top1", float("nan")),
+            metrics.get("test_retrieval_top1_clip", float("nan")),
+            metrics.get("test_retrieval_top1_t5", float("nan")),
+            metrics.get("test_mse", float("nan")),
+        )
+        self.summary.update(round=server_round, evaluation=metrics)
+        self.write_summary()
+        if server_round == self.num_rounds and self.wandb is not None:
+            self.wandb.finish()
+        return loss, metrics
+
+    def write_summary(self) -> None:
+        (self.run_dir / "summary.json").write_text(json.dumps(self.summary, indent=1, sort_keys=True))
+
+
+def weighted_split_metrics(client_metrics: list[dict[str, Scalar]]) -> dict[str, float]:
+    """Average ``val_*`` / ``test_*`` metrics weighted by each client's example count of that split."""
+    result: dict[str, float] = {}
+    for split in ("val", "test"):
+        weights = [float(m.get(f"{split}_examples", 0)) for m in client_metrics]
+        total = sum(weights)
+        result[f"{split}_examples"] = total
+        if total == 0:
+            continue
+        keys = {k for m in client_metrics for k in m if k.startswith(f"{split}_") and k != f"{split}_examples"}
+        for key in sorted(keys):
+            result[key] = (
+                sum(w * float(m[key]) for w, m in zip(weights, client_metrics, strict=True) if key in m) / total
+            )
+    return result
+
+
+def _failure_reason(failure: tuple[ClientProxy, FitRes] | BaseException) -> str:
+    if isinstance(failure, BaseException):
+        return f"{type(failure).__name__}: {failure}"
+    proxy, res = failure
+    return f"node {proxy.cid}: {res.status.code.name} {res.status.message}"
