@@ -50,6 +50,8 @@ def _bin(name: str) -> str:
 
 def simulation_env(flwr_home: Path) -> dict[str, str]:
     env = dict(os.environ)
+    # The SuperLink starts flower-superexec / flwr-simulation by name: use this environment's copies.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.update(
         FLWR_HOME=str(flwr_home),
         FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",

@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny but real configuration that runs in seconds on a CPU."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from feda2v_flwr.config import ExperimentConfig, validate_config
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY = {
+    "feda2v": {
+        "clip_adapter_hidden_dims": [32],
+        "t5_adapter_hidden_dims": [32],
+        "adapter_width": 32,
+        "adapter_heads": 2,
+        "mel_patch": {"n_mels": 32, "patch_mels": 16, "patch_frames": 8, "embed_dim": 48},
+        "generator_hidden_dim": 64,
+        "generator_latent_dim": 8,
+        "generator_training_sequence_length": None,
+        "generator_training_epochs": 3,
+        "generator_validation_frequency": 1,
+        "synthetic_samples_per_class": 2,
+        "global_model_train_epochs": 2,
+        "generator_checkpoint_frequency": 1,
+    },
+    "federation": {"num_clients": 2, "global_rounds": 2, "local_epochs": 1},
+    "data": {"classes": ["siren", "rain", "dog", "engine"], "clips_per_class": 10, "clip_seconds": 1.0},
+    "wandb": {"enabled": False},
+}
+
+
+def tiny_config(**sections: dict) -> ExperimentConfig:
+    raw = {name: dict(values) for name, values in TINY.items()}
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return validate_config(raw)
+
+
+@pytest.fixture
+def config() -> ExperimentConfig:
+    return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """One cache per test session: targets are encoded once (MiniLM loads in ~5 s)."""
+    return tmp_path_factory.mktemp("cache")

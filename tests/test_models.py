@@ -1,0 +1,91 @@
+import math
+
+import pytest
+import torch
+
+from feda2v_flwr.encoders.text_targets import SlotSpec
+from feda2v_flwr.models import (
+    ConditionedVAEGenerator,
+    SlotAdapter,
+    VAELoss,
+    adapter_loss,
+    count_flat_vae_parameters,
+    pool_tokens,
+    resize_tokens,
+)
+
+
+@pytest.mark.parametrize("tokens", [1, 7, 1214])
+def test_adapter_shapes_for_any_token_count(tokens):
+    clip = SlotAdapter(slot=SlotSpec("clip", 1, 24), in_dim=16, hidden_dims=[32], width=16, heads=2)
+    t5 = SlotAdapter(slot=SlotSpec("t5", 5, 40), in_dim=16, hidden_dims=[32, 32], width=16, heads=2)
+    x = torch.randn(3, tokens, 16)
+    assert clip(x).shape == (3, 24)  # n_latents = 1 is squeezed
+    assert t5(x).shape == (3, 5, 40)
+
+
+def test_adapter_output_does_not_depend_on_the_batch():
+    torch.manual_seed(0)
+    adapter = SlotAdapter(slot=SlotSpec("clip", 1, 8), in_dim=16, hidden_dims=[32], width=16, heads=2).eval()
+    x = torch.randn(4, 6, 16)
+    torch.testing.assert_close(adapter(x[:1]), adapter(x)[:1])
+
+
+def test_flux_sized_t5_adapter_projects_to_4096_at_the_end():
+    adapter = SlotAdapter(slot=SlotSpec("t5", 17, 4096), in_dim=768, hidden_dims=[1024], width=256, heads=8)
+    assert adapter(torch.randn(2, 10, 768)).shape == (2, 17, 4096)
+    attention_params = sum(p.numel() for p in adapter.pool.parameters())
+    assert attention_params < 1_000_000  # attention runs at width 256, not 4096
+
+
+def test_adapter_loss_rejects_shape_mismatch_instead_of_broadcasting():
+    with pytest.raises(ValueError, match="differ"):
+        adapter_loss(torch.zeros(2, 17, 8), torch.zeros(2, 1, 17, 8))
+
+
+def test_adapter_loss_values():
+    out, target = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    assert adapter_loss(out, target).item() == pytest.approx(1.0)
+    assert adapter_loss(out, target, cosine_weight=0.5).item() == pytest.approx(1.5)  # cos = 0
+
+
+def test_conditioned_vae_shapes_and_per_sample_condition():
+    gen = ConditionedVAEGenerator(input_dim=12, condition_dim=5, sequence_length=4, hidden_dim=32, latent_dim=6)
+    x, cond = torch.randn(3, 9, 12), torch.randn(3, 5)  # 9 tokens are pooled to 4
+    recon, mu, logvar = gen(x, cond)
+    assert recon.shape == (3, 4, 12) and mu.shape == (3, 6) and logvar.shape == (3, 6)
+    for mode in ("linear", "nearest", "cubic"):
+        assert gen.sample(2, cond[0], target_sequence_length=19, mode=mode).shape == (2, 19, 12)
+    assert gen.sample(3, cond).shape == (3, 4, 12)  # one condition per sample
+    with pytest.raises(AssertionError):
+        gen(x, torch.randn(1, 5))
+
+
+def test_flat_vae_parameter_count_matches_the_model_and_the_seed_scale():
+    args = dict(input_dim=12, condition_dim=5, sequence_length=4, hidden_dim=32, latent_dim=6)
+    assert count_flat_vae_parameters(**args) == sum(p.numel() for p in ConditionedVAEGenerator(**args).parameters())
+    # The seed's full-length AST generator (L = 1214): computed, never allocated.
+    full = count_flat_vae_parameters(
+        input_dim=768, condition_dim=768, sequence_length=1214, hidden_dim=1024, latent_dim=256
+    )
+    assert 1.9e9 < full < 1.92e9
+
+
+def test_token_pooling_and_resizing():
+    x = torch.arange(8.0).view(1, 8, 1)
+    assert pool_tokens(x, 2).flatten().tolist() == [1.5, 5.5]
+    assert resize_tokens(torch.tensor([[[0.0], [2.0]]]), 4).flatten().tolist() == pytest.approx([0.0, 0.5, 1.5, 2.0])
+
+
+def test_vae_loss_against_hand_computed_numbers():
+    loss = VAELoss(total_epochs=10, beta_max=0.01)
+    assert loss.beta(0) == pytest.approx(0.002) and loss.beta(4) == pytest.approx(0.01) and loss.beta(9) == 0.01
+    assert loss.similarity_weight(0) == pytest.approx(0.1) and loss.similarity_weight(9) == pytest.approx(0.01)
+    recon, target = torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[0.0, 1.0]]])
+    mu, logvar = torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2)
+    total, rec, kl, sim = loss(recon, target, mu, logvar, epoch=0)
+    assert rec.item() == pytest.approx(1.0)  # mean of (1, 1)
+    assert kl.item() == pytest.approx(0.25)  # mean of (0.5 * 1, 0)
+    assert sim.item() == pytest.approx(1.0)  # orthogonal: 1 - 0
+    assert total.item() == pytest.approx(1.0 + 0.002 * 0.25 + 0.1 * 1.0)
+    assert math.isfinite(total.item())

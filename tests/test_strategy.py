@@ -1,0 +1,154 @@
+"""FedA2VStrategy.aggregate_fit with fake FitRes replies (real client payloads, no simulation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.server.client_manager import SimpleClientManager
+from flwr.server.client_proxy import ClientProxy
+
+from conftest import tiny_config
+from feda2v_flwr.checkpoint import REQUIRED_KEYS, load_checkpoint
+from feda2v_flwr.reporting import read_metrics
+from feda2v_flwr.server_app import build_strategy
+from feda2v_flwr.training.task import ClientTask
+from strategies.feda2v import weighted_split_metrics
+
+
+class FakeClientProxy(ClientProxy):
+    def get_properties(self, ins, timeout, group_id):
+        raise NotImplementedError
+
+    def get_parameters(self, ins, timeout, group_id):
+        raise NotImplementedError
+
+    def fit(self, ins, timeout, group_id):
+        raise NotImplementedError
+
+    def evaluate(self, ins, timeout, group_id):
+        raise NotImplementedError
+
+    def reconnect(self, ins, timeout, group_id):
+        raise NotImplementedError
+
+
+def _strategy(tmp_path, cache_dir, name="run", **feda2v):
+    config = tiny_config(feda2v=feda2v, data={"cache_dir": str(cache_dir)})
+    return build_strategy(config, tmp_path / name)
+
+
+def _replies(strategy, cache_dir, examples=None):
+    """Real client updates from both partitions, as Flower FitRes."""
+    arrays = parameters_to_ndarrays(strategy.initial_parameters)
+    replies = []
+    for pid in range(2):
+        outcome = ClientTask(strategy.config, pid, 2, cache_dir).fit(arrays, 1, None, None)
+        res = FitRes(
+            Status(Code.OK, "ok"),
+            ndarrays_to_parameters(outcome.arrays),
+            examples[pid] if examples else outcome.num_examples,
+            outcome.metrics,
+        )
+        replies.append((FakeClientProxy(str(pid)), res))
+    return replies
+
+
+def _adapters(params) -> list[np.ndarray]:
+    return parameters_to_ndarrays(params)
+
+
+PLAIN = dict(use_generator=False, global_model_train_from_nodes_adapters=False)
+
+
+def test_weighted_and_unweighted_aggregation_match_numpy(tmp_path, cache_dir):
+    strategy = _strategy(tmp_path, cache_dir, **PLAIN)
+    replies = _replies(strategy, cache_dir, examples=[10, 30])
+    n = len(strategy.adapter_keys)  # replies carry adapters first, then statistics
+    client_arrays = [parameters_to_ndarrays(r.parameters)[:n] for _, r in replies]
+    weighted, _ = strategy.aggregate_fit(1, replies, [])
+    for got, a, b in zip(_adapters(weighted), *client_arrays, strict=True):
+        np.testing.assert_allclose(got, np.average([a, b], axis=0, weights=[10, 30]), rtol=1e-6, atol=1e-7)
+
+    unweighted = _strategy(tmp_path, cache_dir, name="u", adapter_aggregation_mode="avg_unweighted", **PLAIN)
+    params, _ = unweighted.aggregate_fit(1, replies, [])
+    for got, a, b in zip(_adapters(params), *client_arrays, strict=True):
+        np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6, atol=1e-7)
+
+
+def test_replies_in_any_order_give_bitwise_identical_results(tmp_path, cache_dir):
+    replies = _replies(_strategy(tmp_path, cache_dir, name="probe"), cache_dir)
+    forward, _ = _strategy(tmp_path, cache_dir, name="a").aggregate_fit(1, replies, [])
+    backward, _ = _strategy(tmp_path, cache_dir, name="b").aggregate_fit(1, replies[::-1], [])
+    for x, y in zip(_adapters(forward), _adapters(backward), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_a_nan_reply_is_dropped_and_the_round_goes_on(tmp_path, cache_dir):
+    strategy = _strategy(tmp_path, cache_dir, **PLAIN)
+    strategy.min_fit_clients = 1
+    strategy.config.federation.min_fit_clients = 1
+    good, bad = _replies(strategy, cache_dir)
+    arrays = parameters_to_ndarrays(bad[1].parameters)
+    arrays[0] = arrays[0] * np.nan
+    bad[1].parameters = ndarrays_to_parameters(arrays)
+    params, metrics = strategy.aggregate_fit(1, [good, bad], [RuntimeError("node crashed")])
+    assert metrics["num_updates"] == 1 and metrics["dropped"] == 1
+    expected_arrays = parameters_to_ndarrays(good[1].parameters)[: len(strategy.adapter_keys)]
+    for got, expected in zip(_adapters(params), expected_arrays, strict=True):
+        np.testing.assert_array_equal(got, expected)  # only the good reply entered the average
+    fit_line = next(m for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if m["phase"] == "fit")
+    assert "NaN" in fit_line["dropped"][0]["reason"] and "node crashed" in fit_line["failures"][0]
+
+
+def test_too_few_valid_replies_skip_the_round_not_the_run(tmp_path, cache_dir):
+    strategy = _strategy(tmp_path, cache_dir, **PLAIN)
+    good, _ = _replies(strategy, cache_dir)
+    params, metrics = strategy.aggregate_fit(1, [good], [RuntimeError("boom")])
+    assert params is None and metrics == {"skipped": 1}
+    assert read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]["phase"] == "skipped"
+
+
+def test_server_step_checkpoints_with_the_documented_keys_and_logs_every_phase(tmp_path, cache_dir):
+    strategy = _strategy(tmp_path, cache_dir)
+    params, metrics = strategy.aggregate_fit(1, _replies(strategy, cache_dir), [])
+    assert {"generator_loss", "adapter_finetuning_loss"} <= set(metrics)
+    checkpoint = tmp_path / "run" / "checkpoints" / "server_generator_round_1.pt"
+    assert checkpoint.exists() and (checkpoint.parent / "server_generator_latest.json").exists()
+    payload = load_checkpoint(checkpoint)
+    assert set(REQUIRED_KEYS) <= set(payload)
+    assert payload["round"] == 1 and payload["generator_type"] == "vae"
+    for saved, returned in zip(payload["global_adapters"].values(), _adapters(params), strict=True):
+        np.testing.assert_array_equal(saved.numpy(), returned)
+    phases = {m["phase"] for m in read_metrics(tmp_path / "run" / "metrics.jsonl")}
+    assert {"fit", "generator", "validation", "finetune", "checkpoint", "round"} <= phases
+
+
+def test_configure_fit_sends_round_and_cache_dir(tmp_path, cache_dir):
+    strategy = _strategy(tmp_path, cache_dir)
+    manager = SimpleClientManager()
+    for cid in ("a", "b"):
+        manager.register(FakeClientProxy(cid))
+    pairs = strategy.configure_fit(3, strategy.initial_parameters, manager)
+    assert len(pairs) == 2
+    assert all(ins.config["server_round"] == 3 and ins.config["cache-dir"] == str(cache_dir) for _, ins in pairs)
+
+
+def test_evaluation_metrics_are_weighted_by_each_split_count():
+    metrics = weighted_split_metrics(
+        [
+            {"test_examples": 10, "test_retrieval_top1": 1.0, "val_examples": 0},
+            {"test_examples": 30, "test_retrieval_top1": 0.5, "val_examples": 4, "val_retrieval_top1": 0.25},
+        ]
+    )
+    assert metrics["test_retrieval_top1"] == pytest.approx((10 * 1.0 + 30 * 0.5) / 40)
+    assert metrics["val_retrieval_top1"] == pytest.approx(0.25)
+
+
+def test_initial_adapters_depend_only_on_the_seed(tmp_path, cache_dir):
+    a = _adapters(_strategy(tmp_path, cache_dir, name="s1").initial_parameters)
+    torch.manual_seed(123)  # global RNG state must not leak in
+    b = _adapters(_strategy(tmp_path, cache_dir, name="s2").initial_parameters)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
