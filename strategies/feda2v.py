@@ -56,7 +56,7 @@ class FedA2VStrategy(FedAvg):
         wandb_logger: WandbLogger | None = None,
     ):
         fed = config.federation
-        min_fit = fed.min_fit_clients or fed.num_clients
+        min_fit = min(fed.min_fit_clients, fed.num_clients)
         self.adapter_keys = list(initial_state)
         super().__init__(
             fraction_fit=1.0,
@@ -115,8 +115,8 @@ class FedA2VStrategy(FedAvg):
         for reason in failure_reasons:
             log.warning("Round %d: a node failed: %s", server_round, reason)
         updates, dropped = self._decode_replies(results)
-        min_fit = self.config.federation.min_fit_clients or self.config.federation.num_clients
-        if (failures and not self.accept_failures) or len(updates) < min(min_fit, self.config.federation.num_clients):
+        min_fit = self.min_fit_clients  # every node is sampled (fraction 1.0); this many must reply validly
+        if (failures and not self.accept_failures) or len(updates) < min_fit:
             reason = f"{len(updates)} valid replies (need {min_fit}), {len(failures)} failures"
             log.warning("Round %d skipped: %s", server_round, reason)
             self.metrics_log.write(server_round, "skipped", reason=reason, failures=failure_reasons, dropped=dropped)

@@ -87,8 +87,6 @@ def test_replies_in_any_order_give_bitwise_identical_results(tmp_path, cache_dir
 
 def test_a_nan_reply_is_dropped_and_the_round_goes_on(tmp_path, cache_dir):
     strategy = _strategy(tmp_path, cache_dir, **PLAIN)
-    strategy.min_fit_clients = 1
-    strategy.config.federation.min_fit_clients = 1
     good, bad = _replies(strategy, cache_dir)
     arrays = parameters_to_ndarrays(bad[1].parameters)
     arrays[0] = arrays[0] * np.nan
@@ -103,7 +101,8 @@ def test_a_nan_reply_is_dropped_and_the_round_goes_on(tmp_path, cache_dir):
 
 
 def test_too_few_valid_replies_skip_the_round_not_the_run(tmp_path, cache_dir):
-    strategy = _strategy(tmp_path, cache_dir, **PLAIN)
+    config = tiny_config(feda2v=PLAIN, federation={"min_fit_clients": 2}, data={"cache_dir": str(cache_dir)})
+    strategy = build_strategy(config, tmp_path / "run")
     good, _ = _replies(strategy, cache_dir)
     params, metrics = strategy.aggregate_fit(1, [good], [RuntimeError("boom")])
     assert params is None and metrics == {"skipped": 1}

@@ -102,7 +102,8 @@ class FederationSettings(_Section):
     global_rounds: int = Field(5, ge=1)
     local_epochs: int = Field(3, ge=0)
     eval_gap: int = Field(1, ge=0)
-    min_fit_clients: int | None = Field(None, ge=1)
+    # Valid replies needed to aggregate a round; fewer skip the round, not the run.
+    min_fit_clients: int = Field(1, ge=1)
     accept_failures: bool = True
     round_timeout: float = Field(1800.0, gt=0)
 
