@@ -99,7 +99,7 @@ def run_simulation(
             ":flwr-in-memory:",
             "--disable-runtime-dependency-installation",
         ],
-        cwd=str(output_dir.parent if output_dir.is_absolute() else Path.cwd()),
+        cwd=os.getcwd(),  # relative paths in the config resolve against where the user runs
         env=env,
         stdout=log_file,
         stderr=subprocess.STDOUT,
@@ -107,7 +107,10 @@ def run_simulation(
     )
     try:
         _wait_for_port(port, superlink)
-        run_config = f'config="{config}" overrides="{overrides}" run-name="{run_name}" output-dir="{output_dir}"'
+        values = {"config": config, "overrides": overrides, "run-name": run_name, "output-dir": str(output_dir)}
+        # A TOML file, not "k=v" pairs: flwr's pair parser cannot carry quotes inside values.
+        run_config = flwr_home / f"run-config-{run_name}.toml"
+        run_config.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
         federation = (
             f"num-supernodes={experiment.federation.num_clients} "
             f"client-resources-num-cpus={num_cpus_per_client} client-resources-num-gpus={num_gpus_per_client}"
@@ -121,7 +124,7 @@ def run_simulation(
                 "--format",
                 "json",
                 "--run-config",
-                run_config,
+                str(run_config),
                 "--federation-config",
                 federation,
             ],

@@ -24,15 +24,21 @@ def _config_file(tmp_path, cache_dir, **feda2v):
     return path
 
 
-def test_simulation_completes_and_learns(tmp_path, cache_dir):
-    status, run_dir = run_simulation(
-        config=str(_config_file(tmp_path, cache_dir)),
-        overrides="",
-        run_name="e2e",
+def _run(tmp_path, config, overrides, name):
+    return run_simulation(
+        config=str(config),
+        overrides=overrides,
+        run_name=name,
         output_dir=tmp_path / "outputs",
         flwr_home=tmp_path / "flwr-home",
         stream=False,
     )
+
+
+def test_simulation_completes_and_learns(tmp_path, cache_dir):
+    # An override with quotes inside travels through Flower's run config intact.
+    quoted = 'data.classes=["siren", "rain", "dog", "engine"]; feda2v.prompt_template=a "clear" photo of {label}'
+    status, run_dir = _run(tmp_path, _config_file(tmp_path, cache_dir), quoted, "e2e")
     assert status == "finished:completed"
     metrics = read_metrics(run_dir / "metrics.jsonl")
     for round_ in (1, 2, 3):
@@ -43,7 +49,9 @@ def test_simulation_completes_and_learns(tmp_path, cache_dir):
     generator = [m["loss"] for m in metrics if m["phase"] == "generator"]
     assert generator[-1] < generator[0]
     assert (run_dir / "checkpoints" / "server_generator_round_3.pt").exists()
-    assert json.loads((run_dir / "config.json").read_text())["federation"]["global_rounds"] == 3
+    resolved = json.loads((run_dir / "config.json").read_text())
+    assert resolved["federation"]["global_rounds"] == 3
+    assert resolved["feda2v"]["prompt_template"] == 'a "clear" photo of {label}'
     assert list((run_dir / "wandb").glob("offline-run-*"))
     assert json.loads((run_dir / "summary.json").read_text())["round"] == 3
 
@@ -52,12 +60,5 @@ def test_a_failing_server_is_reported_as_failed(tmp_path, cache_dir):
     config = _config_file(
         tmp_path, cache_dir, generator_load_checkpoint=True, generator_checkpoint_path=str(tmp_path / "none.pt")
     )
-    status, _ = run_simulation(
-        config=str(config),
-        overrides="federation.global_rounds=1",
-        run_name="fails",
-        output_dir=tmp_path / "outputs",
-        flwr_home=tmp_path / "flwr-home",
-        stream=False,
-    )
+    status, _ = _run(tmp_path, config, "federation.global_rounds=1", "fails")
     assert status == "finished:failed"

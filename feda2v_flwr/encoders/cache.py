@@ -40,7 +40,7 @@ class EmbeddingCache:
         """(N, T, D) embeddings of ``clips``, encoding only the ones not cached yet."""
         missing = [c for c in clips if not self._file(c).exists()]
         if missing:
-            log.info("Encoding %d of %d clips (others cached in %s)", len(missing), len(clips), self.directory)
+            log.info("Encoding %d of %d clips (the rest are cached in %s)", len(missing), len(clips), self.directory)
         for start in range(0, len(missing), self.batch_size):
             batch = missing[start : start + self.batch_size]
             for clip, emb in zip(batch, self.encoder.encode([c.load() for c in batch]), strict=True):
