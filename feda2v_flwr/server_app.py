@@ -15,6 +15,7 @@ from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 from feda2v_flwr.checkpoint import load_checkpoint
 from feda2v_flwr.config import ExperimentConfig, load_config, resolve_project_path
 from feda2v_flwr.data.partition import federation_classes
+from feda2v_flwr.devices import resolve_device
 from feda2v_flwr.encoders import PROFILE_SLOTS, build_audio_encoder, load_text_targets
 from feda2v_flwr.logging_setup import setup_logging
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
@@ -23,14 +24,6 @@ from strategies.feda2v import FedA2VStrategy
 from strategies.server_trainer import ServerGeneratorTrainer
 
 log = logging.getLogger("feda2v_flwr.server")
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("training.device is 'cuda' but no CUDA device is visible to the ServerApp")
-    return name
 
 
 def run_directory(run_config: dict, config_file: str) -> Path:

@@ -88,7 +88,7 @@ class ConditionedVAEGenerator(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         assert condition.shape == (x.shape[0], self.condition_dim), f"condition {tuple(condition.shape)}"
         mu, logvar = self.encode(x, condition)
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)  # seeded CPU draw
         z = mu + eps * torch.exp(0.5 * logvar)
         return self.decode(z, condition), mu, logvar
 
@@ -105,7 +105,7 @@ class ConditionedVAEGenerator(nn.Module):
         """``condition``: (C,) for all samples or (N, C) per sample -> (N, L_out, D)."""
         if condition.dim() == 1:
             condition = condition.expand(num_samples, -1)
-        z = torch.randn((num_samples, self.latent_dim), generator=generator, device=condition.device)
+        z = torch.randn((num_samples, self.latent_dim), generator=generator).to(condition.device)
         out = self.decode(z, condition)
         return resize_tokens(out, target_sequence_length or self.sequence_length, mode)
 

@@ -13,6 +13,7 @@ import torch
 
 from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.data.partition import PartitionData, load_partition
+from feda2v_flwr.devices import resolve_device
 from feda2v_flwr.encoders import (
     PROFILE_SLOTS,
     EmbeddingCache,
@@ -59,7 +60,9 @@ class ClientTask:
         )
         self.class_index = {c: i for i, c in enumerate(self.partition.federation_classes)}
         self.target_tensors = {s.name: torch.from_numpy(self.targets.standardized(s.name)) for s in self.slots}
-        self.model = build_model(config, self.slots, encoder.embed_dim)
+        self.device = resolve_device(config.training.device)
+        self.model = build_model(config, self.slots, encoder.embed_dim).to(self.device)
+        self.target_tensors = {slot: t.to(self.device) for slot, t in self.target_tensors.items()}
         node = config.node(partition_id)
         self.cls_only = f.use_cls_token_only if node.use_cls_token_only is None else node.use_cls_token_only
         self._data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -75,12 +78,12 @@ class ClientTask:
             if self.cls_only:
                 emb = emb[:, :1]  # CLS-only is applied after the cache, never stored
             labels = torch.tensor([self.class_index[c.class_name] for c in clips], dtype=torch.long)
-            self._data[name] = (emb, labels)
+            self._data[name] = (emb.to(self.device), labels.to(self.device))
         return self._data[name]
 
     def _load_adapters(self, global_arrays: list[np.ndarray], local_adapters: bytes | None) -> None:
         if self.config.feda2v.adapter_aggregation_mode == "none" and local_adapters:
-            self.model.load_state_dict(torch.load(io.BytesIO(local_adapters), weights_only=True))
+            self.model.load_state_dict(torch.load(io.BytesIO(local_adapters), map_location="cpu", weights_only=True))
         else:
             ndarrays_to_module(self.model, global_arrays)
 
@@ -96,7 +99,7 @@ class ClientTask:
         self._load_adapters(global_arrays, local_adapters)
         optimizers = make_optimizers(self.model, cfg)
         if optimizer_state:
-            saved = torch.load(io.BytesIO(optimizer_state), weights_only=True)
+            saved = torch.load(io.BytesIO(optimizer_state), map_location=self.device, weights_only=True)
             for slot, optimizer in optimizers.items():
                 optimizer.load_state_dict(saved[slot])
         emb, labels = self.split("train")
@@ -119,14 +122,15 @@ class ClientTask:
         train_s = time.perf_counter() - start - load_s
 
         val_emb, val_labels = self.split("val")
+        outputs = {slot: out.cpu() for slot, out in predict(self.model, emb).items()}
         stats = class_statistics(
             classes=self.partition.classes,
             class_index=self.class_index,
-            train_embeddings=emb,
-            train_labels=labels,
-            train_outputs=predict(self.model, emb),
-            val_embeddings=val_emb,
-            val_labels=val_labels,
+            train_embeddings=emb.cpu(),
+            train_labels=labels.cpu(),
+            train_outputs=outputs,
+            val_embeddings=val_emb.cpu(),
+            val_labels=val_labels.cpu(),
             sequence_length=cfg.feda2v.statistics_sequence_length,
         )
         adapter_state = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
