@@ -169,6 +169,8 @@ class FedA2VStrategy(FedAvg):
                 if res.num_examples < 1:
                     raise PayloadError(f"num_examples is {res.num_examples}")
                 pid = int(pid)
+                if any(u.partition_id == pid for u in updates):
+                    raise PayloadError(f"a second reply for partition {pid} (partition ids must be unique)")
             except (PayloadError, ValueError, TypeError) as err:
                 log.warning("Dropped the reply of node %s (partition %s): %s", proxy.cid, pid, err)
                 dropped.append({"node": str(proxy.cid), "partition_id": str(pid), "reason": str(err)})

@@ -100,6 +100,13 @@ def test_a_nan_reply_is_dropped_and_the_round_goes_on(tmp_path, cache_dir):
     assert "NaN" in fit_line["dropped"][0]["reason"] and "node crashed" in fit_line["failures"][0]
 
 
+def test_a_second_reply_for_the_same_partition_is_dropped(tmp_path, cache_dir):
+    strategy = _strategy(tmp_path, cache_dir, **PLAIN)
+    first, _ = _replies(strategy, cache_dir)
+    _, metrics = strategy.aggregate_fit(1, [first, first], [])
+    assert metrics["num_updates"] == 1 and metrics["dropped"] == 1
+
+
 def test_too_few_valid_replies_skip_the_round_not_the_run(tmp_path, cache_dir):
     config = tiny_config(feda2v=PLAIN, federation={"min_fit_clients": 2}, data={"cache_dir": str(cache_dir)})
     strategy = build_strategy(config, tmp_path / "run")
