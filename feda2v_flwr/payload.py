@@ -31,10 +31,6 @@ def ndarrays_to_module(module: nn.Module, arrays: list[np.ndarray]) -> None:
     module.load_state_dict(OrderedDict((k, torch.from_numpy(np.asarray(a))) for k, a in zip(keys, arrays, strict=True)))
 
 
-def state_to_ndarrays(state: dict[str, np.ndarray], module: nn.Module) -> list[np.ndarray]:
-    return [state[k] for k in module.state_dict()]
-
-
 def encode_update(adapter_state: dict[str, np.ndarray], stats: dict[str, ClassStats]) -> tuple[list[np.ndarray], str]:
     """Flatten adapters and per-class statistics into ndarrays plus a manifest (JSON)."""
     named: list[tuple[str, np.ndarray]] = [(ADAPTER_PREFIX + k, v) for k, v in adapter_state.items()]

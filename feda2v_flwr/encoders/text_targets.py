@@ -68,9 +68,6 @@ class TextTargets:
     def to_original(self, slot: str, values: np.ndarray) -> np.ndarray:
         return values * self.std[slot] + self.mean[slot]
 
-    def index(self, class_name: str) -> int:
-        return self.classes.index(class_name)
-
 
 def prompts_for(classes: list[str], template: str) -> list[str]:
     return [template.format(label=c.replace("_", " ")) for c in classes]
