@@ -59,10 +59,11 @@ class ClientTask:
             f.target_profile, self.partition.federation_classes, f.prompt_template, cache_dir
         )
         self.class_index = {c: i for i, c in enumerate(self.partition.federation_classes)}
-        self.target_tensors = {s.name: torch.from_numpy(self.targets.standardized(s.name)) for s in self.slots}
         self.device = resolve_device(config.training.device)
+        self.target_tensors = {
+            s.name: torch.from_numpy(self.targets.standardized(s.name)).to(self.device) for s in self.slots
+        }
         self.model = build_model(config, self.slots, encoder.embed_dim).to(self.device)
-        self.target_tensors = {slot: t.to(self.device) for slot, t in self.target_tensors.items()}
         node = config.node(partition_id)
         self.cls_only = f.use_cls_token_only if node.use_cls_token_only is None else node.use_cls_token_only
         self._data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
