@@ -10,15 +10,20 @@ from typing import Any
 
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 REQUIRED_KEYS = (
     "format_version",
     "round",
     "timestamp",
     "generator_type",
+    "generator_class",
     "generator_args",
     "generator_state",
     "generator_optimizer_state",
+    "discriminator_args",
+    "discriminator_state",
+    "discriminator_optimizer_state",
+    "generator_epochs",
     "global_adapters",
     "finetune_optimizer_state",
     "rng_state",
@@ -47,12 +52,12 @@ def save_checkpoint(
     assert not missing, f"checkpoint payload lacks {missing}"
     directory.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(directory, base_name, payload["round"])
-    _atomic_torch_save(payload, path)
+    atomic_torch_save(payload, path)
     pointer = directory / f"{base_name}_latest.json"
     previous = json.loads(pointer.read_text()) if pointer.exists() else {}
     best = previous.get("best")
     if best_metric is not None and (best is None or best_metric > best["metric"]):
-        _atomic_torch_save(payload, directory / f"{base_name}_best.pt")
+        atomic_torch_save(payload, directory / f"{base_name}_best.pt")
         best = {"round": payload["round"], "metric": best_metric, "file": f"{base_name}_best.pt"}
     info = {"round": payload["round"], "file": path.name, "timestamp": payload["timestamp"], "best": best}
     _atomic_write_text(pointer, json.dumps(info, indent=1))
@@ -88,7 +93,7 @@ def new_payload(**fields: Any) -> dict[str, Any]:
     return {"format_version": FORMAT_VERSION, "timestamp": time.time(), **fields}
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+def atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)

@@ -50,12 +50,20 @@ class FedA2VClient(NumPyClient):
         return self._task(config).initial_arrays()
 
     def fit(self, parameters: list[np.ndarray], config: dict):
+        generator_dir = self.node_config.get("generator-dir") or config.get("client-generator-dir")
         outcome = self._task(config).fit(
-            parameters, int(config["server_round"]), self._saved("optimizer"), self._saved("local_adapters")
+            parameters,
+            int(config["server_round"]),
+            self._saved("optimizer"),
+            self._saved("local_adapters"),
+            generator_state=self._saved("generators"),
+            generator_dir=Path(str(generator_dir)) if generator_dir else None,
+            num_rounds=int(config["num-rounds"]) if "num-rounds" in config else None,
         )
-        self.state[STATE_KEY] = ConfigRecord(
-            {"optimizer": outcome.optimizer_state, "local_adapters": outcome.local_adapters}
-        )
+        record = {"optimizer": outcome.optimizer_state, "local_adapters": outcome.local_adapters}
+        if outcome.generator_state is not None:
+            record["generators"] = outcome.generator_state
+        self.state[STATE_KEY] = ConfigRecord(record)
         return outcome.arrays, outcome.num_examples, outcome.metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict):

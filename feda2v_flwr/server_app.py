@@ -49,11 +49,15 @@ def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
     initial = build_model(config, slots, in_dim)
     initial_state = {k: v.detach().numpy().copy() for k, v in initial.state_dict().items()}
     trainer = ServerGeneratorTrainer(
-        config=config, adapters=build_model(config, slots, in_dim), device=resolve_device(config.training.device)
+        config=config,
+        adapters=build_model(config, slots, in_dim),
+        input_dim=in_dim,
+        slot_shapes={s.name: s.shape for s in slots},
+        device=resolve_device(config.training.device),
     )
     if f.generator_load_checkpoint:
         path = resolve_project_path(f.generator_checkpoint_path or "")
-        trainer.load_state_dict(load_checkpoint(path))
+        trainer.load_state_dict(load_checkpoint(path), source=str(path))
         log.info("Loaded the server generator from %s", path)
 
     checkpoint_dir = Path(f.generator_checkpoint_dir)

@@ -83,7 +83,12 @@ class FedA2VStrategy(FedAvg):
 
     # ---- configure -----------------------------------------------------------------------------
     def _round_config(self, server_round: int) -> dict[str, Scalar]:
-        return {"server_round": server_round, "cache-dir": str(self.cache_dir)}
+        return {
+            "server_round": server_round,
+            "num-rounds": self.num_rounds,
+            "cache-dir": str(self.cache_dir),
+            "client-generator-dir": str(self.run_dir / "client_generators"),
+        }
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -124,9 +129,14 @@ class FedA2VStrategy(FedAvg):
 
         updates.sort(key=lambda u: u.partition_id)  # bitwise-reproducible sums, whatever the arrival order
         mode = self.config.feda2v.adapter_aggregation_mode
+        # kd starts from the weighted average, then distils in the server step (it needs the generator)
         state = aggregate_adapters(
-            mode, [u.adapter_state for u in updates], [u.num_examples for u in updates], self.state
+            "avg" if mode == "kd" else mode,
+            [u.adapter_state for u in updates],
+            [u.num_examples for u in updates],
+            self.state,
         )
+        teachers = [(u.adapter_state, set(u.stats)) for u in updates] if mode == "kd" else None
         self._log_fit(server_round, updates, dropped, failure_reasons)
 
         class_stats: dict[str, list] = {}
@@ -137,7 +147,7 @@ class FedA2VStrategy(FedAvg):
         report = RoundReport()
         if f.use_generator or f.global_model_train_from_nodes_adapters:
             log.info("Round %d: server step on %d classes", server_round, len(class_stats))
-            state, report = self.trainer.run_round(server_round, state, class_stats)
+            state, report = self.trainer.run_round(server_round, state, class_stats, teachers)
             self._log_server_step(server_round, report)
         self.state = state
 
@@ -182,11 +192,9 @@ class FedA2VStrategy(FedAvg):
     # ---- logging -------------------------------------------------------------------------------
     def _log_fit(self, server_round: int, updates: list[ClientUpdate], dropped: list, failures: list) -> None:
         clients = {str(u.partition_id): {"num_examples": u.num_examples, **u.metrics} for u in updates}
-        losses = {
-            k: float(np.mean([u.metrics[k] for u in updates]))
-            for k in updates[0].metrics
-            if k.startswith("train_loss_")
-        }
+        averaged = ("train_loss_", "generator_loss", "generator_similarity", "synthetic_retrieval_top1")
+        keys = sorted({k for u in updates for k in u.metrics if k.startswith(averaged)})
+        losses = {k: float(np.mean([u.metrics[k] for u in updates if k in u.metrics])) for k in keys}
         payload = [int(u.metrics.get("payload_bytes", 0)) for u in updates]
         self.metrics_log.write(
             server_round,
@@ -215,6 +223,11 @@ class FedA2VStrategy(FedAvg):
                 seconds=report.timings.get("generator_s"),
             )
             self._wandb(server_round, {"server/generator_loss": report.generator_loss})
+        if report.kd_loss_per_slot:
+            self.metrics_log.write(
+                server_round, "kd", loss_per_slot=report.kd_loss_per_slot, seconds=report.timings.get("kd_s")
+            )
+            self._wandb(server_round, {f"server/kd_loss_{k}": v for k, v in report.kd_loss_per_slot.items()})
         if report.validation is not None:
             self.metrics_log.write(
                 server_round, "validation", **report.validation, seconds=report.timings.get("validation_s")

@@ -6,6 +6,7 @@ state_dict): the strategy calls ``run_round`` and stays thin.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,14 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from feda2v_flwr.config.schema import ExperimentConfig
-from feda2v_flwr.models.generators import ConditionedVAEGenerator, pool_tokens
-from feda2v_flwr.models.losses import VAELoss, adapter_loss
+from feda2v_flwr.models.generators import Condition
+from feda2v_flwr.models.losses import adapter_loss
+from feda2v_flwr.models.sequence import pool_tokens
+from feda2v_flwr.training.generator_learner import GeneratorLearner, build_from_settings, condition_slots_for
 from feda2v_flwr.training.statistics import ClassStats
+from strategies.distillation import distill_adapters
 
 log = logging.getLogger(__name__)
-
-GENERATOR_GRAD_CLIP = 5.0
-CONDITION_SLOT = "clip"
 
 
 @dataclass
@@ -52,9 +53,9 @@ class ClassSummary:
             val_audio_mean=val_mean,
         )
 
-    @property
-    def condition(self) -> torch.Tensor:
-        return self.slot_means[CONDITION_SLOT].flatten()
+    def condition(self, batch: int, device: str | torch.device) -> Condition:
+        """This class's mean adapter outputs, one copy per sample: {slot: (batch, *shape)}."""
+        return {slot: m.expand(batch, *m.shape).to(device) for slot, m in self.slot_means.items()}
 
 
 def _weighted_mean(arrays: list[np.ndarray], weights: list[int]) -> torch.Tensor:
@@ -68,6 +69,7 @@ class RoundReport:
     generator_per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     generator_epochs: list[dict[str, float]] = field(default_factory=list)
     skipped_batches: int = 0
+    kd_loss_per_slot: dict[str, float] = field(default_factory=dict)
     validation: dict | None = None
     finetune_loss: float | None = None
     finetune_loss_per_slot: dict[str, float] = field(default_factory=dict)
@@ -76,45 +78,68 @@ class RoundReport:
 
 
 class ServerGeneratorTrainer:
-    """Trains the server's ConditionedVAEGenerator on per-class statistics and fine-tunes the
-    global adapters on real (class means) + synthetic (generator samples) audio embeddings.
+    """Trains the server generator on per-class statistics, optionally distils the global adapters
+    from the clients' adapters (``kd``), and fine-tunes them on real (class means) + synthetic
+    (generator samples) audio embeddings.
 
-    The generator and both optimizers persist across rounds (they keep learning).
+    The generator, its optimizer and the fine-tuning optimizer persist across rounds.
     """
 
-    def __init__(self, *, config: ExperimentConfig, adapters: nn.ModuleDict, device: str = "cpu"):
+    def __init__(
+        self,
+        *,
+        config: ExperimentConfig,
+        adapters: nn.ModuleDict,
+        input_dim: int,
+        slot_shapes: dict[str, tuple[int, ...]],
+        device: str = "cpu",
+    ):
         self.config = config
         self.f = config.feda2v
         self.device = device
+        self.input_dim = input_dim
+        self.condition_slots = condition_slots_for(self.f.generator_conditioning, slot_shapes)
         self.adapters = adapters.to(device)
         self.finetune_optimizer = torch.optim.AdamW(adapters.parameters(), lr=self.f.global_model_train_learning_rate)
-        self.generator: ConditionedVAEGenerator | None = None
-        self.generator_optimizer: torch.optim.Optimizer | None = None
-        self.loss = VAELoss(total_epochs=self.f.generator_training_epochs, beta_max=self.f.generator_beta_max)
+        self.learner: GeneratorLearner | None = None
+        self.total_generator_epochs = self.f.generator_training_epochs * config.federation.global_rounds
         self.rng = torch.Generator().manual_seed(config.training.seed + 10_007)
 
     # ---- setup -----------------------------------------------------------------------------
-    def setup_generator(self, *, audio_length: int, audio_dim: int, condition_dim: int) -> ConditionedVAEGenerator:
-        if self.generator is None:
-            self.generator = ConditionedVAEGenerator(
-                input_dim=audio_dim,
-                condition_dim=condition_dim,
+    def setup_generator(self, *, audio_length: int) -> GeneratorLearner:
+        if self.learner is None:
+            model, discriminator = build_from_settings(
+                self.f,
+                input_dim=self.input_dim,
                 sequence_length=self.f.generator_training_sequence_length or audio_length,
-                hidden_dim=self.f.generator_hidden_dim,
-                latent_dim=self.f.generator_latent_dim,
-            ).to(self.device)
-            self.generator_optimizer = torch.optim.AdamW(
-                self.generator.parameters(), lr=self.f.generator_learning_rate, weight_decay=1e-4
+                condition_slots=self.condition_slots,
             )
-            params = sum(p.numel() for p in self.generator.parameters())
-            log.info("Server generator: %s, %.2f M parameters", self.generator.constructor_args(), params / 1e6)
-        return self.generator
+            self.learner = GeneratorLearner(
+                model,
+                discriminator=discriminator,
+                learning_rate=self.f.generator_learning_rate,
+                total_epochs=self.total_generator_epochs,
+                beta_max=self.f.generator_beta_max,
+                device=self.device,
+            )
+            log.info(
+                "Server generator: %s %s, %.2f M parameters",
+                type(model).__name__,
+                model.constructor_args(),
+                self.learner.num_parameters / 1e6,
+            )
+        return self.learner
 
     # ---- one round -------------------------------------------------------------------------
     def run_round(
-        self, server_round: int, adapter_state: dict[str, np.ndarray], class_stats: dict[str, list[ClassStats]]
+        self,
+        server_round: int,
+        adapter_state: dict[str, np.ndarray],
+        class_stats: dict[str, list[ClassStats]],
+        teachers: list[tuple[dict[str, np.ndarray], set[str]]] | None = None,
     ) -> tuple[dict[str, np.ndarray], RoundReport]:
-        """Steps 3-5 of SPEC 4: train generator, validate (every N rounds), fine-tune adapters."""
+        """Steps 2-5 of SPEC 4: train generator, distil (``kd``: ``teachers`` = each client's
+        adapters and classes), validate (every N rounds), fine-tune the global adapters."""
         report = RoundReport()
         summaries = {name: ClassSummary.merge(entries) for name, entries in sorted(class_stats.items())}
         self.adapters.load_state_dict({k: torch.from_numpy(v) for k, v in adapter_state.items()})
@@ -122,11 +147,14 @@ class ServerGeneratorTrainer:
             return adapter_state, report
         if self.f.use_generator:
             first = next(iter(summaries.values()))
-            length, dim = first.client_audio_means[0].shape
-            self.setup_generator(audio_length=length, audio_dim=dim, condition_dim=first.condition.numel())
+            self.setup_generator(audio_length=first.client_audio_means[0].shape[0])
             start = time.perf_counter()
             self.train_generator(summaries, report)
             report.timings["generator_s"] = time.perf_counter() - start
+            if teachers:
+                start = time.perf_counter()
+                self.distill(summaries, teachers, report)
+                report.timings["kd_s"] = time.perf_counter() - start
             freq = self.f.generator_validation_frequency
             if freq and server_round % freq == 0:
                 start = time.perf_counter()
@@ -140,64 +168,89 @@ class ServerGeneratorTrainer:
 
     def train_generator(self, summaries: dict[str, ClassSummary], report: RoundReport) -> None:
         """Epochs x classes; each class's batch = draws from every client's N(mean, std^2)."""
-        assert self.generator is not None and self.generator_optimizer is not None
-        gen, opt, f = self.generator, self.generator_optimizer, self.f
-        gen.train()
+        assert self.learner is not None
+        learner, f = self.learner, self.f
         epoch_losses = []
+        noise = f.generator_augmentation_noise if f.generator_augmentation else 0.0
+        skipped_before = learner.skipped_batches
         for epoch in range(f.generator_training_epochs):
             per_class = {}
             for name, summary in summaries.items():
                 clean = self._draw_from_statistics(summary, f.generator_draws_per_statistic)  # (B, L, D)
-                condition = summary.condition.expand(len(clean), -1).to(self.device)
-                inputs = clean
-                if f.generator_augmentation and f.generator_augmentation_noise > 0:
-                    sigma = f.generator_augmentation_noise
-                    inputs = clean + sigma * self._noise(clean.shape)
-                    condition = condition + 0.5 * sigma * self._noise(condition.shape)
-                recon, mu, logvar = gen(inputs, condition, generator=self.rng)
-                total, recon_l, kl, sim = self.loss(recon, pool_tokens(clean, gen.sequence_length), mu, logvar, epoch)
-                if not torch.isfinite(total):
-                    report.skipped_batches += 1
+                losses = learner.step(clean, summary.condition(len(clean), self.device), noise_std=noise, rng=self.rng)
+                if losses is None:
                     log.warning("Generator epoch %d class '%s': non-finite loss, batch skipped", epoch, name)
                     continue
-                opt.zero_grad(set_to_none=True)
-                total.backward()
-                nn.utils.clip_grad_norm_(gen.parameters(), GENERATOR_GRAD_CLIP)
-                opt.step()
-                per_class[name] = {"loss": total.item(), "recon": recon_l.item(), "kl": kl.item(), "sim": sim.item()}
+                per_class[name] = losses
+            learner.finish_epoch()
             if per_class:
                 mean_loss = float(np.mean([v["loss"] for v in per_class.values()]))
                 epoch_losses.append(mean_loss)
-                report.generator_epochs.append({"epoch": epoch, "loss": mean_loss})
+                report.generator_epochs.append({"epoch": learner.epochs_done, "loss": mean_loss})
                 log.info(
                     "  generator epoch %d/%d: loss %.4f (%s)",
                     epoch + 1,
                     f.generator_training_epochs,
                     mean_loss,
-                    ", ".join(
-                        f"{n}: recon {v['recon']:.3f} kl {v['kl']:.3f} sim {v['sim']:.3f}" for n, v in per_class.items()
-                    ),
+                    ", ".join(f"{n}: " + " ".join(f"{k} {v:.3f}" for k, v in d.items()) for n, d in per_class.items()),
                 )
                 report.generator_per_class = per_class
+        report.skipped_batches = learner.skipped_batches - skipped_before
         report.generator_loss = float(np.mean(epoch_losses)) if epoch_losses else None
+
+    def _synthetic(self, summary: ClassSummary, num_samples: int, length: int) -> torch.Tensor:
+        """Generator samples for one class at the output length, then at ``length`` tokens."""
+        assert self.learner is not None
+        out_len = self.f.generator_output_sequence_length or length
+        synthetic = self.learner.sample(
+            num_samples,
+            summary.condition(num_samples, self.device),
+            generator=self.rng,
+            target_sequence_length=out_len,
+            interpolation=self.f.generator_interpolation,
+        )
+        return synthetic if out_len == length else pool_tokens(synthetic, length)
+
+    def distill(
+        self,
+        summaries: dict[str, ClassSummary],
+        teachers: list[tuple[dict[str, np.ndarray], set[str]]],
+        report: RoundReport,
+    ) -> None:
+        """``kd``: the global adapters (starting from the clients' average) learn to match, per
+        class, the mean output of the adapters of the clients that own it."""
+        modules = []
+        for state, _ in teachers:
+            teacher = copy.deepcopy(self.adapters)
+            teacher.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+            modules.append(teacher)
+        owners = {name: [i for i, (_, classes) in enumerate(teachers) if name in classes] for name in summaries}
+        synthetic = {
+            name: self._synthetic(summary, self.f.kd_samples_per_class, summary.client_audio_means[0].shape[0])
+            for name, summary in summaries.items()
+            if owners[name]
+        }
+        report.kd_loss_per_slot = distill_adapters(
+            self.adapters,
+            modules,
+            owners,
+            synthetic,
+            epochs=self.f.kd_training_epochs,
+            learning_rate=self.f.kd_learning_rate,
+            batch_size=self.config.training.batch_size,
+            rng=self.rng,
+        )
+        log.info("  kd: %d classes, last-epoch MSE %s", len(synthetic), report.kd_loss_per_slot)
 
     @torch.no_grad()
     def validate(self, summaries: dict[str, ClassSummary], num_samples: int = 16) -> dict:
         """Generated samples vs held-out (val split) class means: cosine, MSE, L1 per class."""
-        assert self.generator is not None
-        self.generator.eval()
         per_class = {}
         for name, summary in summaries.items():
             if summary.val_audio_mean is None:
                 continue
             real = summary.val_audio_mean.to(self.device)  # (L, D)
-            fake = self.generator.sample(
-                num_samples,
-                summary.condition.to(self.device),
-                generator=self.rng,
-                target_sequence_length=real.shape[0],
-                mode=self.f.generator_interpolation,
-            ).mean(0)
+            fake = self._synthetic(summary, num_samples, real.shape[0]).mean(0)
             per_class[name] = {
                 "similarity": F.cosine_similarity(fake.flatten(), real.flatten(), dim=0).item(),
                 "mse": F.mse_loss(fake, real).item(),
@@ -242,18 +295,9 @@ class ServerGeneratorTrainer:
         for summary in summaries.values():
             class_rows = list(summary.client_audio_means)
             length = class_rows[0].shape[0]
-            if self.generator is not None and self.f.use_generator and self.f.synthetic_samples_per_class > 0:
-                self.generator.eval()
-                out_len = self.f.generator_output_sequence_length or length
-                synthetic = self.generator.sample(
-                    self.f.synthetic_samples_per_class,
-                    summary.condition.to(self.device),
-                    generator=self.rng,
-                    target_sequence_length=out_len,
-                    mode=self.f.generator_interpolation,
-                )
-                if out_len != length:  # adapters accept any token count; keep one length per batch
-                    synthetic = pool_tokens(synthetic, length)
+            if self.learner is not None and self.f.use_generator and self.f.synthetic_samples_per_class > 0:
+                # adapters accept any token count; one length per batch keeps rows stackable
+                synthetic = self._synthetic(summary, self.f.synthetic_samples_per_class, length).cpu()
                 class_rows += list(synthetic)
                 report.synthetic_samples += len(synthetic)
             rows += class_rows
@@ -268,43 +312,49 @@ class ServerGeneratorTrainer:
             parts.append(mean + std * eps)
         return torch.cat(parts).to(self.device)
 
-    def _noise(self, shape: torch.Size) -> torch.Tensor:
-        return torch.randn(shape, generator=self.rng).to(self.device)
-
     # ---- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """Generator (class, args, weights, optimizers, epochs) + fine-tuning optimizer + RNG."""
+        generator = self.learner.state_dict() if self.learner is not None else _EMPTY_GENERATOR_STATE
         return {
+            **generator,
             "generator_type": self.f.generator_type,
-            "generator_args": self.generator.constructor_args() if self.generator is not None else None,
-            "generator_state": self.generator.state_dict() if self.generator is not None else None,
-            "generator_optimizer_state": self.generator_optimizer.state_dict() if self.generator_optimizer else None,
             "finetune_optimizer_state": self.finetune_optimizer.state_dict(),
             "rng_state": self.rng.get_state(),
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("generator_type") != self.f.generator_type:
+    def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
+        """Restore a saved server step; the generator is rebuilt exactly as saved."""
+        if state.get("generator_class"):
+            self.learner = GeneratorLearner.from_state(
+                state,
+                expected_type=self.f.generator_type,
+                learning_rate=self.f.generator_learning_rate,
+                total_epochs=self.total_generator_epochs,
+                beta_max=self.f.generator_beta_max,
+                device=self.device,
+                source=source,
+            )
+            self.learner.check_compatible(input_dim=self.input_dim, condition_slots=self.condition_slots, source=source)
+            log.info("Server generator loaded from %s: %s", source, type(self.learner.model).__name__)
+        elif state.get("generator_type") != self.f.generator_type:
             raise ValueError(
-                f"Checkpoint generator_type '{state.get('generator_type')}' does not match the configured "
+                f"{source} was saved with generator_type '{state.get('generator_type')}', this run uses "
                 f"'{self.f.generator_type}'"
             )
-        if state.get("generator_args"):
-            args = state["generator_args"]
-            self.generator = None
-            self.setup_generator(
-                audio_length=args["sequence_length"], audio_dim=args["input_dim"], condition_dim=args["condition_dim"]
-            )
-            assert self.generator is not None and self.generator_optimizer is not None
-            if self.generator.constructor_args() != args:
-                raise ValueError(
-                    f"Checkpoint generator {args} does not match the configured generator "
-                    f"{self.generator.constructor_args()}: check generator_hidden_dim, generator_latent_dim and "
-                    "generator_training_sequence_length"
-                )
-            self.generator.load_state_dict(state["generator_state"])
-            if state.get("generator_optimizer_state"):
-                self.generator_optimizer.load_state_dict(state["generator_optimizer_state"])
         if state.get("finetune_optimizer_state"):
             self.finetune_optimizer.load_state_dict(state["finetune_optimizer_state"])
         if state.get("rng_state") is not None:
             self.rng.set_state(state["rng_state"])
+
+
+_EMPTY_GENERATOR_STATE = {
+    "generator_class": None,
+    "generator_args": None,
+    "generator_state": None,
+    "generator_optimizer_state": None,
+    "discriminator_args": None,
+    "discriminator_state": None,
+    "discriminator_optimizer_state": None,
+    "generator_epochs": 0,
+}

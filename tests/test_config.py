@@ -30,7 +30,7 @@ def test_unknown_key_inside_a_node_section():
 
 
 def test_bad_value_names_key_path_and_allowed_values():
-    with pytest.raises(ConfigError, match=r"feda2v.adapter_aggregation_mode.*'avg', 'avg_unweighted' or 'none'"):
+    with pytest.raises(ConfigError, match=r"feda2v.adapter_aggregation_mode.*'avg', 'avg_unweighted', 'none' or 'kd'"):
         validate_config({"feda2v": {"adapter_aggregation_mode": "median"}})
     with pytest.raises(ConfigError, match=r"federation.global_rounds"):
         validate_config({"federation": {"global_rounds": 0}})

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from conftest import tiny_config
@@ -36,7 +37,10 @@ def _trainer(**feda2v):
     torch.manual_seed(0)
     adapters = build_model(config, PROFILE_SLOTS["minilm"], 48)
     state = {k: v.detach().numpy().copy() for k, v in adapters.state_dict().items()}
-    return ServerGeneratorTrainer(config=config, adapters=adapters), state
+    trainer = ServerGeneratorTrainer(
+        config=config, adapters=adapters, input_dim=48, slot_shapes={"clip": (384,), "t5": (17, 384)}
+    )
+    return trainer, state
 
 
 def test_generator_loss_decreases_on_fixed_data():
@@ -71,7 +75,7 @@ def test_no_generator_means_fine_tuning_on_real_means_only():
     trainer, state = _trainer(use_generator=False)
     _, report = trainer.run_round(1, state, _fixed_stats())
     assert report.generator_loss is None and report.validation is None and report.synthetic_samples == 0
-    assert report.finetune_loss is not None and trainer.generator is None
+    assert report.finetune_loss is not None and trainer.learner is None
 
 
 def test_state_round_trip_restores_generator_and_optimizers():
@@ -80,6 +84,51 @@ def test_state_round_trip_restores_generator_and_optimizers():
     saved = trainer.state_dict()
     other, _ = _trainer()
     other.load_state_dict(saved)
-    for a, b in zip(trainer.generator.state_dict().values(), other.generator.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
+    a, b = trainer.learner, other.learner
+    for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+    assert type(a.model) is type(b.model) and a.epochs_done == b.epochs_done == 1
     assert torch.equal(trainer.rng.get_state(), other.rng.get_state())
+
+
+@pytest.mark.parametrize(
+    ("settings", "model_class"),
+    [
+        ({}, "ConditionedVAEGenerator"),
+        ({"generator_conditioning": "clip+t5"}, "MultiModalVAEGenerator"),
+        ({"vae_arch": "tokenwise"}, "TokenwiseVAEGenerator"),
+        ({"generator_type": "gan"}, "GANGenerator"),
+        ({"generator_interpolation": "learned", "generator_training_sequence_length": 2}, "ConditionedVAEGenerator"),
+    ],
+)
+def test_every_generator_kind_runs_a_server_round(settings, model_class):
+    trainer, state = _trainer(generator_training_epochs=2, **settings)
+    _, report = trainer.run_round(1, state, _fixed_stats())
+    assert type(trainer.learner.model).__name__ == model_class
+    assert np.isfinite(report.generator_loss) and report.validation["num_classes"] == 3
+    assert report.synthetic_samples == 3 * trainer.f.synthetic_samples_per_class
+    if settings.get("generator_interpolation") == "learned":
+        assert "upsample" in report.generator_per_class["dog"]  # the upsampler is trained (7 tokens from 2)
+
+
+def test_loading_a_generator_of_another_type_fails_clearly():
+    trainer, state = _trainer()
+    trainer.run_round(1, state, _fixed_stats())
+    gan, _ = _trainer(generator_type="gan")
+    with pytest.raises(
+        ValueError, match="holds a 'vae' generator but this run is configured with generator_type 'gan'"
+    ):
+        gan.load_state_dict(trainer.state_dict(), source="run-a.pt")
+
+
+def test_kd_distils_both_slots_towards_the_class_owners(tmp_path):
+    trainer, state = _trainer(adapter_aggregation_mode="kd", kd_training_epochs=3, global_model_train_epochs=0)
+    rng = np.random.default_rng(1)
+    teacher_states = [
+        ({k: v + rng.normal(scale=0.05, size=v.shape).astype(np.float32) for k, v in state.items()}, {"dog", "rain"}),
+        ({k: v + rng.normal(scale=0.05, size=v.shape).astype(np.float32) for k, v in state.items()}, {"siren"}),
+    ]
+    new_state, report = trainer.run_round(1, state, _fixed_stats(), teacher_states)
+    assert set(report.kd_loss_per_slot) == {"clip", "t5"} and all(np.isfinite(list(report.kd_loss_per_slot.values())))
+    changed = {k.split(".")[0] for k in state if not np.array_equal(state[k], new_state[k])}
+    assert changed == {"clip", "t5"}

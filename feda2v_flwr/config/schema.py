@@ -54,15 +54,23 @@ class FedA2VSettings(_Section):
     t5_adapter_learning_rate_schedule: bool = False
     adapter_cosine_loss_weight: float = Field(0.0, ge=0)
     optimizer_clip_gradients: bool = False
-    adapter_aggregation_mode: Literal["avg", "avg_unweighted", "none"] = "avg"
+    adapter_aggregation_mode: Literal["avg", "avg_unweighted", "none", "kd"] = "avg"
+    # kd: distil the global adapters from the clients' adapters on the server generator's samples.
+    kd_training_epochs: int = Field(10, ge=1)
+    kd_learning_rate: float = Field(1e-3, gt=0)
+    kd_samples_per_class: int = Field(32, ge=1)
 
     # Per-class statistics sent by clients (None = the encoder's full token sequence).
     statistics_sequence_length: int | None = Field(None, ge=1)
 
-    # Server generator (seed 001).
+    # Generators (SPEC 3.4). ``use_generator``: the server's generator (seed 001).
     use_generator: bool = True
-    generator_type: Literal["vae"] = "vae"
+    generator_type: Literal["vae", "gan"] = "vae"
+    vae_arch: Literal["flat", "tokenwise"] = "flat"
+    generator_conditioning: Literal["clip", "clip+t5", "none"] = "clip"
     generator_hidden_dim: int = Field(512, ge=8)
+    generator_token_hidden_dim: int = Field(256, ge=8)
+    generator_fusion_dim: int = Field(256, ge=8)
     generator_latent_dim: int = Field(256, ge=2)
     generator_learning_rate: float = Field(1e-3, gt=0)
     generator_beta_max: float = Field(0.01, ge=0)
@@ -72,9 +80,18 @@ class FedA2VSettings(_Section):
     generator_augmentation_noise: float = Field(0.1, ge=0)
     generator_training_sequence_length: int | None = Field(4, ge=1)
     generator_output_sequence_length: int | None = Field(None, ge=1)
-    generator_interpolation: Literal["linear", "nearest", "cubic"] = "linear"
+    generator_interpolation: Literal["linear", "nearest", "cubic", "learned"] = "linear"
     generator_validation_frequency: int = Field(5, ge=0)
     synthetic_samples_per_class: int = Field(5, ge=0)
+
+    # Client-side generators (trained on the node's own data; they never leave the node).
+    generator_training_mode: bool = False
+    generator_only_mode: bool = False
+    generator_granularity: Literal["unified", "per_class", "per_group"] = "unified"
+    generator_class_groups: dict[str, list[str]] | None = None
+    reset_generator_on_class_change: bool = True
+    pretrained_generator_path: str | None = None
+    client_generator_base_name: str = "client_generator"
 
     # Checkpoints (relative dirs resolve inside the run folder).
     generator_save_checkpoint: bool = True
@@ -91,10 +108,24 @@ class FedA2VSettings(_Section):
     global_model_train_learning_rate: float = Field(1e-3, gt=0)
 
     @model_validator(mode="after")
-    def _generator_needs_load_path(self) -> FedA2VSettings:
+    def _consistent_generators(self) -> FedA2VSettings:
         if self.generator_load_checkpoint and not self.generator_checkpoint_path:
             raise ValueError("generator_load_checkpoint is true but generator_checkpoint_path is not set")
+        if self.adapter_aggregation_mode == "kd" and not self.use_generator:
+            raise ValueError(
+                "adapter_aggregation_mode 'kd' distils on the server generator's samples: set use_generator to true"
+            )
+        if self.use_generator and self.generator_conditioning == "none":
+            raise ValueError(
+                "the server generator serves every class, so it needs a condition: set generator_conditioning to "
+                "'clip' or 'clip+t5' (or use_generator to false for unconditioned client generators only)"
+            )
         return self
+
+    @property
+    def client_generators(self) -> bool:
+        """Whether nodes train their own generators this run."""
+        return self.generator_training_mode or self.generator_only_mode
 
 
 class FederationSettings(_Section):
@@ -117,6 +148,10 @@ class TrainingSettings(_Section):
 class NodeSettings(_Section):
     selected_classes: list[str] | None = None
     use_cls_token_only: bool | None = None
+    # Client generator overrides for this node.
+    generator_granularity: Literal["unified", "per_class", "per_group"] | None = None
+    generator_train_classes: list[str] | None = None
+    generator_class_group: str | None = None
 
 
 class DataSettings(_Section):

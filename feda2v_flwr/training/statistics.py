@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from feda2v_flwr.models.generators import pool_tokens
+from feda2v_flwr.models.sequence import pool_tokens
 
 
 @dataclass

@@ -28,6 +28,7 @@ from feda2v_flwr.training.adapters import (
     predict,
     train_adapters,
 )
+from feda2v_flwr.training.client_generators import ClientGenerators
 from feda2v_flwr.training.statistics import class_statistics
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class FitOutcome:
     metrics: dict[str, float | int | str]
     optimizer_state: bytes
     local_adapters: bytes
+    generator_state: bytes | None = None
 
 
 class ClientTask:
@@ -67,6 +69,19 @@ class ClientTask:
         node = config.node(partition_id)
         self.cls_only = f.use_cls_token_only if node.use_cls_token_only is None else node.use_cls_token_only
         self._data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.generators = (
+            ClientGenerators(
+                config=config,
+                partition_id=partition_id,
+                classes=self.partition.classes,
+                class_index=self.class_index,
+                targets=self.target_tensors,
+                input_dim=encoder.embed_dim,
+                device=self.device,
+            )
+            if f.client_generators
+            else None
+        )
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(embeddings (N, T, D), labels (N,)) of a split; encoded once, then from the cache."""
@@ -94,7 +109,13 @@ class ClientTask:
         server_round: int,
         optimizer_state: bytes | None,
         local_adapters: bytes | None,
+        *,
+        generator_state: bytes | None = None,
+        generator_dir: Path | None = None,
+        num_rounds: int | None = None,
     ) -> FitOutcome:
+        """Train adapters (unless ``generator_only_mode``), then the node's generators (when
+        configured), then compute the per-class statistics the server needs."""
         start = time.perf_counter()
         cfg = self.config
         self._load_adapters(global_arrays, local_adapters)
@@ -106,7 +127,7 @@ class ClientTask:
         emb, labels = self.split("train")
         load_s = time.perf_counter() - start
 
-        epochs = cfg.federation.local_epochs
+        epochs = 0 if cfg.feda2v.generator_only_mode else cfg.federation.local_epochs
         generator = torch.Generator().manual_seed(round_seed(cfg.training.seed, server_round, self.partition_id))
         losses = train_adapters(
             self.model,
@@ -123,6 +144,11 @@ class ClientTask:
         train_s = time.perf_counter() - start - load_s
 
         val_emb, val_labels = self.split("val")
+        generator_metrics: dict[str, float] = {}
+        if self.generators is not None:
+            generator_metrics = self._fit_generators(
+                generator_state, generator, server_round, generator_dir, num_rounds or cfg.federation.global_rounds
+            )
         outputs = {slot: out.cpu() for slot, out in predict(self.model, emb).items()}
         stats = class_statistics(
             classes=self.partition.classes,
@@ -146,9 +172,10 @@ class ClientTask:
             "train_s": train_s,
             "fit_s": time.perf_counter() - start,
             **{f"train_loss_{slot}": value for slot, value in losses.items()},
+            **generator_metrics,
         }
         log.info(
-            "node %d round %d: trained %d epochs on %d clips (%s); losses %s; upload %.1f KiB",
+            "node %d round %d: adapters trained %d epochs on %d clips (%s); losses %s; upload %.1f KiB",
             self.partition_id,
             server_round,
             epochs,
@@ -163,7 +190,31 @@ class ClientTask:
             metrics=metrics,
             optimizer_state=_to_bytes({slot: opt.state_dict() for slot, opt in optimizers.items()}),
             local_adapters=_to_bytes(self.model.state_dict()),
+            generator_state=self.generators.state_bytes() if self.generators is not None else None,
         )
+
+    def _fit_generators(
+        self,
+        saved: bytes | None,
+        rng: torch.Generator,
+        server_round: int,
+        directory: Path | None,
+        num_rounds: int,
+    ) -> dict[str, float]:
+        """Train the node's generators on the train split, score them, checkpoint them."""
+        assert self.generators is not None
+        emb, labels = self.split("train")
+        self.generators.prepare(saved, audio_length=emb.shape[1])
+        metrics = self.generators.train(emb, labels, rng)
+        val_emb, val_labels = self.split("val")
+        reference = (val_emb, val_labels) if len(val_labels) else (emb, labels)
+        metrics.update(self.generators.evaluate(self.model, *reference, rng))
+        f = self.config.feda2v
+        due = server_round % f.generator_checkpoint_frequency == 0 or server_round == num_rounds
+        if directory is not None and f.generator_save_checkpoint and due:
+            paths = self.generators.save_checkpoints(directory, server_round, f.checkpoint_keep_last)
+            log.info("node %d: %d generator checkpoints in %s", self.partition_id, len(paths), directory)
+        return metrics
 
     def evaluate(self, global_arrays: list[np.ndarray], local_adapters: bytes | None) -> dict[str, float | int]:
         """Val and test metrics (prefixed ``val_`` / ``test_``) with their example counts."""

@@ -1,0 +1,351 @@
+"""A node's own generators (SPEC 4, step 3), free of Flower.
+
+* **Which generators**: ``generator_granularity`` ``unified`` (one for the node), ``per_class``
+  or ``per_group`` (``generator_class_groups``; classes in no group share the group
+  ``other``); per node, ``generator_granularity``, ``generator_train_classes`` (a subset of its
+  classes) and ``generator_class_group`` (all its classes in one named group) override that.
+* **Continuity**: generators live in the node's state and keep learning across rounds. A saved
+  generator whose classes differ from the ones it now serves is re-initialised when
+  ``reset_generator_on_class_change`` (else it is kept, with a warning).
+* **Pretrained**: ``pretrained_generator_path`` (a client checkpoint or a folder of them) gives
+  each generator its starting point, matched by generator key (``class_dog``, ``unified``, ...).
+* **Checkpoints**: ``{base}_node{id}_{key}_round_{r}.pt`` with the classes, the generator class
+  and its constructor arguments, so they reload exactly (``weights_only=True``).
+
+Generators are conditioned (``generator_conditioning``) on the class's text targets, which the
+node knows; they are trained on the node's real train-split embeddings and never leave it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from feda2v_flwr.checkpoint import CheckpointError, atomic_torch_save
+from feda2v_flwr.config.loading import ConfigError
+from feda2v_flwr.config.schema import ExperimentConfig
+from feda2v_flwr.models.sequence import pool_tokens, resize_tokens
+from feda2v_flwr.training.generator_learner import GeneratorLearner, build_from_settings, condition_slots_for
+
+log = logging.getLogger(__name__)
+
+CLIENT_FORMAT_VERSION = 1
+EVALUATION_SAMPLES = 8
+
+
+def generator_plan(config: ExperimentConfig, partition_id: int, node_classes: list[str]) -> dict[str, list[str]]:
+    """Generator key -> the classes it serves, for one node."""
+    f, node = config.feda2v, config.node(partition_id)
+    classes = list(node_classes)
+    if node.generator_train_classes is not None:
+        unknown = [c for c in node.generator_train_classes if c not in node_classes]
+        if unknown:
+            raise ConfigError(
+                f"nodes.{partition_id}.generator_train_classes lists {unknown}, which node {partition_id} does not "
+                f"hold (its classes: {node_classes})"
+            )
+        classes = [c for c in node_classes if c in node.generator_train_classes]
+    if node.generator_class_group:
+        return {f"group_{node.generator_class_group}": classes}
+    granularity = node.generator_granularity or f.generator_granularity
+    if granularity == "unified":
+        return {"unified": classes}
+    if granularity == "per_class":
+        return {f"class_{c}": [c] for c in classes}
+    group_of = {}
+    for group, members in sorted((f.generator_class_groups or {}).items()):
+        for member in members:
+            group_of.setdefault(member, group)
+    plan: dict[str, list[str]] = {}
+    for c in classes:
+        plan.setdefault(f"group_{group_of.get(c, 'other')}", []).append(c)
+    return plan
+
+
+@dataclass
+class NodeGenerator:
+    key: str
+    classes: list[str]
+    learner: GeneratorLearner
+
+    @property
+    def class_specific(self) -> bool:
+        """Whether a sample can be attributed to a class (conditioned, or serving one class)."""
+        return self.learner.model.conditioned or len(self.classes) == 1
+
+
+class ClientGenerators:
+    def __init__(
+        self,
+        *,
+        config: ExperimentConfig,
+        partition_id: int,
+        classes: list[str],
+        class_index: dict[str, int],
+        targets: dict[str, torch.Tensor],
+        input_dim: int,
+        device: str | torch.device,
+    ):
+        self.config, self.f = config, config.feda2v
+        self.partition_id = partition_id
+        self.class_index = class_index
+        self.targets = targets  # slot -> (num federation classes, *slot shape), standardised
+        self.input_dim = input_dim
+        self.device = device
+        self.plan = generator_plan(config, partition_id, classes)
+        slot_shapes = {slot: tuple(t.shape[1:]) for slot, t in targets.items()}
+        self.condition_slots = condition_slots_for(self.f.generator_conditioning, slot_shapes)
+        self.total_epochs = self.f.generator_training_epochs * config.federation.global_rounds
+        self.generators: dict[str, NodeGenerator] = {}
+
+    # ---- setup -------------------------------------------------------------------------------
+    def prepare(self, saved: bytes | None, audio_length: int) -> None:
+        """Restore the generators from the node state, else from pretrained files, else new."""
+        entries = torch.load(io.BytesIO(saved), map_location="cpu", weights_only=True) if saved else {}
+        pretrained = self._pretrained() if not entries and self.f.pretrained_generator_path else {}
+        self.generators = {}
+        for key, classes in self.plan.items():
+            learner = None
+            entry, source = entries.get(key), "the node state"
+            if entry is None and key in pretrained:
+                entry, source = pretrained[key]
+            if entry is not None:
+                learner = self._restore(entry, source, classes)
+            if learner is None:
+                learner = self._new_learner(audio_length)
+            self.generators[key] = NodeGenerator(key, classes, learner)
+
+    def _restore(self, entry: dict[str, Any], source: str, classes: list[str]) -> GeneratorLearner | None:
+        learner = GeneratorLearner.from_state(
+            entry["learner"],
+            expected_type=self.f.generator_type,
+            learning_rate=self.f.generator_learning_rate,
+            total_epochs=self.total_epochs,
+            beta_max=self.f.generator_beta_max,
+            device=self.device,
+            source=source,
+        )
+        learner.check_compatible(input_dim=self.input_dim, condition_slots=self.condition_slots, source=source)
+        if sorted(entry["classes"]) != sorted(classes):
+            if self.f.reset_generator_on_class_change:
+                log.info(
+                    "node %d: generator from %s served %s, now %s: re-initialised",
+                    self.partition_id,
+                    source,
+                    entry["classes"],
+                    classes,
+                )
+                return None
+            log.warning(
+                "node %d: generator from %s served %s, now also %s",
+                self.partition_id,
+                source,
+                entry["classes"],
+                classes,
+            )
+        return learner
+
+    def _new_learner(self, audio_length: int) -> GeneratorLearner:
+        model, discriminator = build_from_settings(
+            self.f,
+            input_dim=self.input_dim,
+            sequence_length=self.f.generator_training_sequence_length or audio_length,
+            condition_slots=self.condition_slots,
+        )
+        return GeneratorLearner(
+            model,
+            discriminator=discriminator,
+            learning_rate=self.f.generator_learning_rate,
+            total_epochs=self.total_epochs,
+            beta_max=self.f.generator_beta_max,
+            device=self.device,
+        )
+
+    def _pretrained(self) -> dict[str, tuple[dict[str, Any], str]]:
+        """Generator key -> (entry, file) from ``pretrained_generator_path``; this node's own
+        files and later rounds win."""
+        path = Path(str(self.f.pretrained_generator_path)).expanduser()
+        if not path.exists():
+            raise ConfigError(
+                f"pretrained_generator_path {path} does not exist. Train client generators first (for example with "
+                "configs/example_vae_memory_efficient.json) and point this key at their checkpoint folder."
+            )
+        files = [path] if path.is_file() else sorted(path.glob("*.pt"))
+        best: dict[str, tuple[tuple[bool, int], dict[str, Any], str]] = {}
+        for file in files:
+            payload = load_client_generator(file)
+            rank = (payload["node"] == self.partition_id, int(payload["round"]))
+            key = payload["generator_key"]
+            if key not in best or rank > best[key][0]:
+                best[key] = (rank, payload, str(file))
+        if path.is_file() and not set(best) & set(self.plan):
+            raise ConfigError(
+                f"{path} holds generator '{next(iter(best))}', but node {self.partition_id} needs {sorted(self.plan)}"
+            )
+        missing = sorted(set(self.plan) - set(best))
+        if missing:
+            log.warning(
+                "node %d: no pretrained generator for %s in %s; they start fresh", self.partition_id, missing, path
+            )
+        return {key: (payload, file) for key, (_, payload, file) in best.items()}
+
+    # ---- training ----------------------------------------------------------------------------
+    def _condition(self, labels: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        return {slot: self.targets[slot][labels] for slot in self.condition_slots} or None
+
+    def train(self, embeddings: torch.Tensor, labels: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
+        """``generator_training_epochs`` epochs of every generator on its classes' real embeddings."""
+        start = time.perf_counter()
+        last_losses, skipped = [], 0
+        for gen in self.generators.values():
+            wanted = torch.tensor([self.class_index[c] for c in gen.classes], device=labels.device)
+            mask = torch.isin(labels, wanted)
+            if not mask.any():
+                continue
+            skipped_before = gen.learner.skipped_batches
+            loss = self._train_one(gen, embeddings[mask], labels[mask], rng)
+            skipped += gen.learner.skipped_batches - skipped_before
+            if loss is not None:
+                last_losses.append(loss)
+                log.info(
+                    "node %d generator %s (%s): %d clips, %d epochs so far, loss %.4f",
+                    self.partition_id,
+                    gen.key,
+                    ",".join(gen.classes),
+                    int(mask.sum()),
+                    gen.learner.epochs_done,
+                    loss,
+                )
+        metrics = {
+            "num_generators": len(self.generators),
+            "generator_parameters": int(sum(g.learner.num_parameters for g in self.generators.values())),
+            "generator_skipped_batches": skipped,
+            "generator_epochs": int(max((g.learner.epochs_done for g in self.generators.values()), default=0)),
+            "generator_train_s": time.perf_counter() - start,
+        }
+        if last_losses:
+            metrics["generator_loss"] = float(np.mean(last_losses))
+        return metrics
+
+    def _train_one(self, gen: NodeGenerator, x: torch.Tensor, y: torch.Tensor, rng: torch.Generator) -> float | None:
+        """Mini-batch epochs with denoising augmentation; returns the last epoch's mean loss."""
+        f, batch_size = self.f, self.config.training.batch_size
+        noise = f.generator_augmentation_noise if f.generator_augmentation else 0.0
+        last = None
+        for _ in range(f.generator_training_epochs):
+            losses = []
+            order = torch.randperm(len(y), generator=rng).to(y.device)
+            for begin in range(0, len(order), batch_size):
+                idx = order[begin : begin + batch_size]
+                step = gen.learner.step(x[idx], self._condition(y[idx]), noise_std=noise, rng=rng)
+                if step is not None:
+                    losses.append(step["loss"])
+            gen.learner.finish_epoch()
+            last = float(np.mean(losses)) if losses else last
+        return last
+
+    # ---- evaluation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(
+        self, adapters: nn.ModuleDict, embeddings: torch.Tensor, labels: torch.Tensor, rng: torch.Generator
+    ) -> dict[str, float]:
+        """Synthetic samples (at the output length) of each class vs the class's real mean
+        (``generator_similarity``), and whether the adapters map them to their class
+        (``synthetic_retrieval_top1``, the nearest class target among all federation classes)."""
+        similarities, hits, total = [], 0.0, 0
+        length = embeddings.shape[1]
+        out_len = self.f.generator_output_sequence_length or length
+        adapters.eval()
+        for gen in self.generators.values():
+            if not gen.class_specific:
+                continue
+            for name in gen.classes:
+                real = embeddings[labels == self.class_index[name]]
+                if len(real) == 0:
+                    continue
+                index = torch.full((EVALUATION_SAMPLES,), self.class_index[name], device=labels.device)
+                synthetic = gen.learner.sample(
+                    EVALUATION_SAMPLES,
+                    self._condition(index),
+                    generator=rng,
+                    target_sequence_length=out_len,
+                    interpolation=self.f.generator_interpolation,
+                )
+                fake_mean = _to_length(synthetic, length).mean(0)
+                similarities.append(F.cosine_similarity(fake_mean.flatten(), real.mean(0).flatten(), dim=0).item())
+                for slot, module in adapters.items():
+                    out = F.normalize(module(synthetic).flatten(1), dim=1)
+                    sims = out @ F.normalize(self.targets[slot].flatten(1), dim=1).T  # (N, classes)
+                    hits += (sims.argmax(1) == index).float().sum().item()
+                    total += len(index)
+        if not similarities:
+            return {}
+        return {"generator_similarity": float(np.mean(similarities)), "synthetic_retrieval_top1": hits / total}
+
+    # ---- state and checkpoints ---------------------------------------------------------------
+    def state_bytes(self) -> bytes:
+        entries = {key: {"classes": g.classes, "learner": g.learner.state_dict()} for key, g in self.generators.items()}
+        buffer = io.BytesIO()
+        torch.save(entries, buffer)
+        return buffer.getvalue()
+
+    def save_checkpoints(self, directory: Path, server_round: int, keep_last: int) -> list[Path]:
+        directory.mkdir(parents=True, exist_ok=True)
+        base = f"{self.f.client_generator_base_name}_node{self.partition_id}"
+        paths = []
+        for key, gen in self.generators.items():
+            stem = f"{base}_{_safe(key)}"
+            payload = {
+                "format_version": CLIENT_FORMAT_VERSION,
+                "kind": "client_generator",
+                "node": self.partition_id,
+                "round": server_round,
+                "timestamp": time.time(),
+                "generator_key": key,
+                "granularity": key.split("_", 1)[0],
+                "classes": list(gen.classes),
+                "learner": gen.learner.state_dict(),
+            }
+            path = directory / f"{stem}_round_{server_round}.pt"
+            atomic_torch_save(payload, path)
+            paths.append(path)
+            rounds = sorted(int(p.stem.rsplit("_", 1)[1]) for p in directory.glob(f"{stem}_round_*.pt"))
+            for old in rounds[:-keep_last]:
+                (directory / f"{stem}_round_{old}.pt").unlink(missing_ok=True)
+        return paths
+
+
+def load_client_generator(path: Path) -> dict[str, Any]:
+    """A client generator checkpoint as data (never code); errors name the file."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for truncated/corrupt files
+        raise CheckpointError(
+            f"Generator checkpoint {path} is corrupt or truncated ({type(err).__name__}: {err})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("kind") != "client_generator":
+        raise CheckpointError(f"{path} is not a client generator checkpoint (kind 'client_generator')")
+    if payload.get("format_version") != CLIENT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {payload.get('format_version')}, expected {CLIENT_FORMAT_VERSION}"
+        )
+    return payload
+
+
+def _to_length(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Compare sequences at the real length: pool longer ones, interpolate shorter ones."""
+    return pool_tokens(x, length) if x.shape[1] >= length else resize_tokens(x, length)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", name)
