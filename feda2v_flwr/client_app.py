@@ -51,6 +51,7 @@ class FedA2VClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict):
         generator_dir = self.node_config.get("generator-dir") or config.get("client-generator-dir")
+        pretrained = self.node_config.get("pretrained-generator-path") or config.get("pretrained-generator-path")
         outcome = self._task(config).fit(
             parameters,
             int(config["server_round"]),
@@ -58,6 +59,7 @@ class FedA2VClient(NumPyClient):
             self._saved("local_adapters"),
             generator_state=self._saved("generators"),
             generator_dir=Path(str(generator_dir)) if generator_dir else None,
+            pretrained_path=Path(str(pretrained)) if pretrained else None,
             num_rounds=int(config["num-rounds"]) if "num-rounds" in config else None,
         )
         record = {"optimizer": outcome.optimizer_state, "local_adapters": outcome.local_adapters}

@@ -13,7 +13,7 @@ from flwr.app import Context
 from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 
 from feda2v_flwr.checkpoint import load_checkpoint
-from feda2v_flwr.config import ExperimentConfig, load_config, resolve_project_path
+from feda2v_flwr.config import ConfigError, ExperimentConfig, load_config, resolve_run_path
 from feda2v_flwr.data.partition import federation_classes
 from feda2v_flwr.devices import resolve_device
 from feda2v_flwr.encoders import PROFILE_SLOTS, build_audio_encoder, load_text_targets
@@ -56,9 +56,17 @@ def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
         device=resolve_device(config.training.device),
     )
     if f.generator_load_checkpoint:
-        path = resolve_project_path(f.generator_checkpoint_path or "")
+        path = resolve_run_path(f.generator_checkpoint_path or "")
         trainer.load_state_dict(load_checkpoint(path), source=str(path))
         log.info("Loaded the server generator from %s", path)
+
+    if f.client_generators and f.pretrained_generator_path:
+        pretrained = resolve_run_path(f.pretrained_generator_path)
+        if not pretrained.exists():  # fail before any training, not in every client's fit
+            raise ConfigError(
+                f"feda2v.pretrained_generator_path {pretrained} does not exist. Train client generators first (for "
+                "example with configs/example_vae_memory_efficient.json) and point this key at their checkpoints."
+            )
 
     checkpoint_dir = Path(f.generator_checkpoint_dir)
     checkpoint_dir = checkpoint_dir if checkpoint_dir.is_absolute() else run_dir / checkpoint_dir

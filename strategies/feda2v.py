@@ -30,7 +30,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from feda2v_flwr.checkpoint import new_payload, save_checkpoint
-from feda2v_flwr.config.loading import config_hash
+from feda2v_flwr.config.loading import config_hash, resolve_run_path
 from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.payload import ClientUpdate, PayloadError, decode_update
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
@@ -76,6 +76,8 @@ class FedA2VStrategy(FedAvg):
         self.metrics_log = metrics_log
         self.wandb = wandb_logger
         self.num_rounds = fed.global_rounds
+        pretrained = config.feda2v.pretrained_generator_path
+        self.pretrained_path = resolve_run_path(pretrained) if pretrained else None  # clients get it absolute
         self.summary: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -88,6 +90,7 @@ class FedA2VStrategy(FedAvg):
             "num-rounds": self.num_rounds,
             "cache-dir": str(self.cache_dir),
             "client-generator-dir": str(self.run_dir / "client_generators"),
+            **({"pretrained-generator-path": str(self.pretrained_path)} if self.pretrained_path else {}),
         }
 
     def configure_fit(

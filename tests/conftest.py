@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from flwr.server.client_proxy import ClientProxy
 
 from feda2v_flwr.config import ExperimentConfig, validate_config
 
@@ -48,3 +49,22 @@ def config() -> ExperimentConfig:
 def cache_dir(tmp_path_factory):
     """One cache per test session: targets are encoded once (MiniLM loads in ~5 s)."""
     return tmp_path_factory.mktemp("cache")
+
+
+class FakeClientProxy(ClientProxy):
+    """A client proxy for strategy tests that call aggregate_fit directly (never contacted)."""
+
+    def get_properties(self, ins, timeout, group_id):
+        raise NotImplementedError
+
+    def get_parameters(self, ins, timeout, group_id):
+        raise NotImplementedError
+
+    def fit(self, ins, timeout, group_id):
+        raise NotImplementedError
+
+    def evaluate(self, ins, timeout, group_id):
+        raise NotImplementedError
+
+    def reconnect(self, ins, timeout, group_id):
+        raise NotImplementedError

@@ -7,31 +7,13 @@ import pytest
 import torch
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.client_manager import SimpleClientManager
-from flwr.server.client_proxy import ClientProxy
 
-from conftest import tiny_config
+from conftest import FakeClientProxy, tiny_config
 from feda2v_flwr.checkpoint import REQUIRED_KEYS, load_checkpoint
 from feda2v_flwr.reporting import read_metrics
 from feda2v_flwr.server_app import build_strategy
 from feda2v_flwr.training.task import ClientTask
 from strategies.feda2v import weighted_split_metrics
-
-
-class FakeClientProxy(ClientProxy):
-    def get_properties(self, ins, timeout, group_id):
-        raise NotImplementedError
-
-    def get_parameters(self, ins, timeout, group_id):
-        raise NotImplementedError
-
-    def fit(self, ins, timeout, group_id):
-        raise NotImplementedError
-
-    def evaluate(self, ins, timeout, group_id):
-        raise NotImplementedError
-
-    def reconnect(self, ins, timeout, group_id):
-        raise NotImplementedError
 
 
 def _strategy(tmp_path, cache_dir, name="run", **feda2v):

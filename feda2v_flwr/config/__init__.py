@@ -7,6 +7,7 @@ from feda2v_flwr.config.loading import (
     load_config,
     parse_overrides,
     resolve_project_path,
+    resolve_run_path,
     validate_config,
 )
 from feda2v_flwr.config.schema import ExperimentConfig
@@ -19,5 +20,6 @@ __all__ = [
     "load_config",
     "parse_overrides",
     "resolve_project_path",
+    "resolve_run_path",
     "validate_config",
 ]

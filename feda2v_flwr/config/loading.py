@@ -91,6 +91,13 @@ def resolve_project_path(path: str | Path) -> Path:
     return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
 
 
+def resolve_run_path(path: str | Path) -> Path:
+    """Paths of run inputs and outputs (checkpoints, pretrained generators): absolute paths stay,
+    relative ones resolve against the working directory the run was launched from."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else (Path.cwd() / path).resolve()
+
+
 def config_hash(config: ExperimentConfig) -> str:
     return hashlib.sha256(config_json(config).encode()).hexdigest()[:16]
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from feda2v_flwr.checkpoint import CheckpointError, atomic_torch_save
-from feda2v_flwr.config.loading import ConfigError
+from feda2v_flwr.config.loading import ConfigError, resolve_run_path
 from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.models.sequence import pool_tokens, resize_tokens
 from feda2v_flwr.training.generator_learner import GeneratorLearner, build_from_settings, condition_slots_for
@@ -109,10 +109,14 @@ class ClientGenerators:
         self.generators: dict[str, NodeGenerator] = {}
 
     # ---- setup -------------------------------------------------------------------------------
-    def prepare(self, saved: bytes | None, audio_length: int) -> None:
-        """Restore the generators from the node state, else from pretrained files, else new."""
+    def prepare(self, saved: bytes | None, audio_length: int, pretrained_path: Path | None = None) -> None:
+        """Restore the generators from the node state, else from pretrained files
+        (``pretrained_path``, default: ``pretrained_generator_path`` from the working directory),
+        else build new ones."""
         entries = torch.load(io.BytesIO(saved), map_location="cpu", weights_only=True) if saved else {}
-        pretrained = self._pretrained() if not entries and self.f.pretrained_generator_path else {}
+        if pretrained_path is None and self.f.pretrained_generator_path:
+            pretrained_path = resolve_run_path(self.f.pretrained_generator_path)
+        pretrained = self._pretrained(pretrained_path) if not entries and pretrained_path else {}
         self.generators = {}
         for key, classes in self.plan.items():
             learner = None
@@ -171,10 +175,9 @@ class ClientGenerators:
             device=self.device,
         )
 
-    def _pretrained(self) -> dict[str, tuple[dict[str, Any], str]]:
-        """Generator key -> (entry, file) from ``pretrained_generator_path``; this node's own
+    def _pretrained(self, path: Path) -> dict[str, tuple[dict[str, Any], str]]:
+        """Generator key -> (entry, file) from a checkpoint or a folder of them; this node's own
         files and later rounds win."""
-        path = Path(str(self.f.pretrained_generator_path)).expanduser()
         if not path.exists():
             raise ConfigError(
                 f"pretrained_generator_path {path} does not exist. Train client generators first (for example with "

@@ -112,6 +112,7 @@ class ClientTask:
         *,
         generator_state: bytes | None = None,
         generator_dir: Path | None = None,
+        pretrained_path: Path | None = None,
         num_rounds: int | None = None,
     ) -> FitOutcome:
         """Train adapters (unless ``generator_only_mode``), then the node's generators (when
@@ -147,7 +148,12 @@ class ClientTask:
         generator_metrics: dict[str, float] = {}
         if self.generators is not None:
             generator_metrics = self._fit_generators(
-                generator_state, generator, server_round, generator_dir, num_rounds or cfg.federation.global_rounds
+                generator_state,
+                generator,
+                server_round,
+                generator_dir,
+                pretrained_path,
+                num_rounds or cfg.federation.global_rounds,
             )
         outputs = {slot: out.cpu() for slot, out in predict(self.model, emb).items()}
         stats = class_statistics(
@@ -199,12 +205,13 @@ class ClientTask:
         rng: torch.Generator,
         server_round: int,
         directory: Path | None,
+        pretrained_path: Path | None,
         num_rounds: int,
     ) -> dict[str, float]:
         """Train the node's generators on the train split, score them, checkpoint them."""
         assert self.generators is not None
         emb, labels = self.split("train")
-        self.generators.prepare(saved, audio_length=emb.shape[1])
+        self.generators.prepare(saved, audio_length=emb.shape[1], pretrained_path=pretrained_path)
         metrics = self.generators.train(emb, labels, rng)
         val_emb, val_labels = self.split("val")
         reference = (val_emb, val_labels) if len(val_labels) else (emb, labels)
