@@ -6,9 +6,12 @@ import json
 
 import pytest
 
-from conftest import TINY
+from conftest import TINY, tiny_config
+from feda2v_flwr.config.loading import PROJECT_ROOT
 from feda2v_flwr.launch import run_simulation
 from feda2v_flwr.reporting import read_metrics
+from feda2v_flwr.server_app import build_strategy
+from feda2v_flwr.training.generator_learner import GeneratorMismatchError
 
 pytestmark = pytest.mark.slow
 
@@ -62,3 +65,62 @@ def test_a_failing_server_is_reported_as_failed(tmp_path, cache_dir):
     )
     status, _ = _run(tmp_path, config, "federation.global_rounds=1", "fails")
     assert status == "finished:failed"
+
+
+def _example(tmp_path, cache_dir, name: str) -> str:
+    """A shipped example config at the tiny test size: the example's generator keys win."""
+    example = json.loads((PROJECT_ROOT / "configs" / name).read_text())
+    raw = json.loads(json.dumps(TINY))
+    raw["feda2v"].update(example["feda2v"], generator_training_epochs=3)
+    raw["data"]["cache_dir"] = str(cache_dir)
+    path = tmp_path / name
+    path.write_text(json.dumps(raw))
+    return str(path)
+
+
+def test_seed_examples_train_generators_then_a_second_run_loads_them(tmp_path, cache_dir, monkeypatch):
+    # Run from tmp_path, so the example's relative paths (outputs/vae-memory-efficient/...) resolve there.
+    monkeypatch.chdir(tmp_path)
+    memory = _example(tmp_path, cache_dir, "example_vae_memory_efficient.json")
+    status, run_a = _run(tmp_path, memory, "", "vae-memory-efficient")
+    assert status == "finished:completed"
+    assert run_a == tmp_path / "outputs" / "vae-memory-efficient"
+    saved = sorted(p.name for p in (run_a / "client_generators").glob("*_round_2.pt"))
+    assert saved == [
+        "client_generator_node0_class_dog_round_2.pt",
+        "client_generator_node0_class_siren_round_2.pt",
+        "client_generator_node1_class_engine_round_2.pt",
+        "client_generator_node1_class_rain_round_2.pt",
+    ]
+    fits_a = [m for m in read_metrics(run_a / "metrics.jsonl") if m["phase"] == "fit"]
+    assert fits_a[-1]["clients"]["0"]["generator_epochs"] == 6 and "train_loss_clip" in fits_a[-1]["clients"]["0"]
+    server_epochs_a = [m for m in read_metrics(run_a / "metrics.jsonl") if m["phase"] == "generator"][-1]["epochs"]
+
+    generation = _example(tmp_path, cache_dir, "example_vae_full_generation.json")
+    status, run_b = _run(tmp_path, generation, "", "vae-full-generation")
+    assert status == "finished:completed"
+    metrics_b = read_metrics(run_b / "metrics.jsonl")
+    first_fit = next(m for m in metrics_b if m["phase"] == "fit")
+    for client in first_fit["clients"].values():
+        assert client["generator_epochs"] == 9  # 6 from run A (pretrained) + 3 now: not re-initialised
+        assert "train_loss_clip" not in client  # generator-only: adapters are not trained
+        assert 0 <= client["synthetic_retrieval_top1"] <= 1  # 1214-token samples went through the adapters
+    first_generator = next(m for m in metrics_b if m["phase"] == "generator")
+    assert first_generator["epochs"][0]["epoch"] == server_epochs_a[-1]["epoch"] + 1  # server generator continued
+
+
+def test_loading_a_generator_of_another_type_fails_before_training(tmp_path, cache_dir):
+    config = _config_file(tmp_path, cache_dir)
+    status, run_dir = _run(tmp_path, config, "federation.global_rounds=1", "vae")
+    assert status == "finished:completed"
+    checkpoint = run_dir / "checkpoints" / "server_generator_latest.json"
+    gan = tiny_config(
+        feda2v={
+            "generator_type": "gan",
+            "generator_load_checkpoint": True,
+            "generator_checkpoint_path": str(checkpoint),
+        },
+        data={"cache_dir": str(cache_dir)},
+    )
+    with pytest.raises(GeneratorMismatchError, match="holds a 'vae' generator .* generator_type 'gan'"):
+        build_strategy(gan, tmp_path / "gan")
