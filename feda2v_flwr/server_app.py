@@ -8,11 +8,12 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from flwr.app import Context
 from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 
-from feda2v_flwr.checkpoint import load_checkpoint
+from feda2v_flwr.checkpoint import CheckpointError, load_checkpoint
 from feda2v_flwr.config import ConfigError, ExperimentConfig, load_config, resolve_run_path
 from feda2v_flwr.data.partition import federation_classes
 from feda2v_flwr.devices import resolve_device
@@ -48,6 +49,10 @@ def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
     in_dim = build_audio_encoder(config).embed_dim
     initial = build_model(config, slots, in_dim)
     initial_state = {k: v.detach().numpy().copy() for k, v in initial.state_dict().items()}
+    if f.adapter_load_checkpoint:
+        path = resolve_run_path(f.adapter_checkpoint_path or f.generator_checkpoint_path or "")
+        initial_state = _saved_adapters(load_checkpoint(path), initial_state, path)
+        log.info("Global adapters start from %s", path)
     trainer = ServerGeneratorTrainer(
         config=config,
         adapters=build_model(config, slots, in_dim),
@@ -85,6 +90,17 @@ def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
         metrics_log=MetricsLog(run_dir / "metrics.jsonl"),
         wandb_logger=wandb_logger,
     )
+
+
+def _saved_adapters(payload: dict, expected: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
+    saved = {k: v.numpy() for k, v in payload["global_adapters"].items()}
+    shapes = {k: v.shape for k, v in saved.items()}
+    if shapes != {k: v.shape for k, v in expected.items()}:
+        raise CheckpointError(
+            f"{path} holds adapters of another size or profile than this run's (check target_profile, the audio "
+            "encoder and the adapter_* keys)"
+        )
+    return {k: saved[k].copy() for k in expected}
 
 
 def server_fn(context: Context) -> ServerAppComponents:

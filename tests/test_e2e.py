@@ -105,6 +105,9 @@ def test_seed_examples_train_generators_then_a_second_run_loads_them(tmp_path, c
         assert client["generator_epochs"] == 9  # 6 from run A (pretrained) + 3 now: not re-initialised
         assert "train_loss_clip" not in client  # generator-only: adapters are not trained
         assert 0 <= client["synthetic_retrieval_top1"] <= 1  # 1214-token samples went through the adapters
+    final_a = [m for m in read_metrics(run_a / "metrics.jsonl") if m["phase"] == "evaluate"][-1]
+    first_b = next(m for m in metrics_b if m["phase"] == "evaluate")  # adapters loaded from run A, kept
+    assert first_b["test_mse"] == pytest.approx(final_a["test_mse"], rel=1e-5)
     first_generator = next(m for m in metrics_b if m["phase"] == "generator")
     assert first_generator["epochs"][0]["epoch"] == server_epochs_a[-1]["epoch"] + 1  # server generator continued
 

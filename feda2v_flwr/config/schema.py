@@ -72,7 +72,7 @@ class FedA2VSettings(_Section):
     generator_token_hidden_dim: int = Field(256, ge=8)
     generator_fusion_dim: int = Field(256, ge=8)
     generator_latent_dim: int = Field(256, ge=2)
-    generator_learning_rate: float = Field(1e-3, gt=0)
+    generator_learning_rate: float = Field(3e-4, gt=0)  # 1e-3 blew up after ~1000 steps of a 50-epoch run
     generator_beta_max: float = Field(0.01, ge=0)
     generator_training_epochs: int = Field(5, ge=0)
     generator_draws_per_statistic: int = Field(8, ge=1)
@@ -101,6 +101,9 @@ class FedA2VSettings(_Section):
     generator_checkpoint_base_name: str = "server_generator"
     generator_checkpoint_frequency: int = Field(5, ge=1)
     checkpoint_keep_last: int = Field(3, ge=1)
+    # Start the global adapters from a server checkpoint (default: generator_checkpoint_path's file).
+    adapter_load_checkpoint: bool = False
+    adapter_checkpoint_path: str | None = None
 
     # Server fine-tuning of the global adapters on real + synthetic data.
     global_model_train_from_nodes_adapters: bool = True
@@ -111,6 +114,11 @@ class FedA2VSettings(_Section):
     def _consistent_generators(self) -> FedA2VSettings:
         if self.generator_load_checkpoint and not self.generator_checkpoint_path:
             raise ValueError("generator_load_checkpoint is true but generator_checkpoint_path is not set")
+        if self.adapter_load_checkpoint and not (self.adapter_checkpoint_path or self.generator_checkpoint_path):
+            raise ValueError(
+                "adapter_load_checkpoint is true but neither adapter_checkpoint_path nor "
+                "generator_checkpoint_path is set"
+            )
         if self.adapter_aggregation_mode == "kd" and not self.use_generator:
             raise ValueError(
                 "adapter_aggregation_mode 'kd' distils on the server generator's samples: set use_generator to true"

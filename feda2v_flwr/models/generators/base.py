@@ -132,17 +132,19 @@ class SequenceGenerator(nn.Module):
         """
         device = next(self.parameters()).device
         if condition is not None:
-            condition = {
-                name: (
-                    value
-                    if value.dim() > len(self.condition.slots.get(name, []))
-                    else value.expand(num_samples, *value.shape)
-                ).to(device)
-                for name, value in condition.items()
-            }
+            condition = self._per_sample(condition, num_samples, device)
         z = torch.randn((num_samples, self.latent_dim), generator=generator).to(device)
         out = self.decode(z, self.condition(condition, num_samples))
         return self.upsample(out, target_sequence_length or self.sequence_length, interpolation)
+
+    def _per_sample(self, condition: Condition, num_samples: int, device: torch.device) -> Condition:
+        """A slot given with its own shape (one class) is repeated for every sample."""
+        batched = {}
+        for name, value in condition.items():
+            if value.dim() == len(self.condition.slots.get(name, ())):
+                value = value.expand(num_samples, *value.shape)
+            batched[name] = value.to(device)
+        return batched
 
 
 def draw_normal(
