@@ -113,6 +113,7 @@ class ServerGeneratorTrainer:
                 input_dim=self.input_dim,
                 sequence_length=self.f.generator_training_sequence_length or audio_length,
                 condition_slots=self.condition_slots,
+                seed=self.config.training.seed + 20_011,
             )
             self.learner = GeneratorLearner(
                 model,

@@ -22,6 +22,7 @@ import io
 import logging
 import re
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,12 +122,13 @@ class ClientGenerators:
         for key, classes in self.plan.items():
             learner = None
             entry, source = entries.get(key), "the node state"
+            seed = self.config.training.seed * 1_000_003 + self.partition_id * 7919 + zlib.crc32(key.encode())
             if entry is None and key in pretrained:
                 entry, source = pretrained[key]
             if entry is not None:
                 learner = self._restore(entry, source, classes)
             if learner is None:
-                learner = self._new_learner(audio_length)
+                learner = self._new_learner(audio_length, seed)
             self.generators[key] = NodeGenerator(key, classes, learner)
 
     def _restore(self, entry: dict[str, Any], source: str, classes: list[str]) -> GeneratorLearner | None:
@@ -151,7 +153,7 @@ class ClientGenerators:
                 )
                 return None
             log.warning(
-                "node %d: generator from %s served %s, now also %s",
+                "node %d: generator from %s served %s, now %s; kept (reset_generator_on_class_change is false)",
                 self.partition_id,
                 source,
                 entry["classes"],
@@ -159,12 +161,13 @@ class ClientGenerators:
             )
         return learner
 
-    def _new_learner(self, audio_length: int) -> GeneratorLearner:
+    def _new_learner(self, audio_length: int, seed: int) -> GeneratorLearner:
         model, discriminator = build_from_settings(
             self.f,
             input_dim=self.input_dim,
             sequence_length=self.f.generator_training_sequence_length or audio_length,
             condition_slots=self.condition_slots,
+            seed=seed,
         )
         return GeneratorLearner(
             model,

@@ -51,9 +51,23 @@ def condition_slots_for(conditioning: str, slot_shapes: dict[str, tuple[int, ...
 
 
 def build_from_settings(
+    f: FedA2VSettings,
+    *,
+    input_dim: int,
+    sequence_length: int,
+    condition_slots: dict[str, list[int]],
+    seed: int,
+) -> tuple[SequenceGenerator, GANDiscriminator | None]:
+    """The generator the config asks for (and its discriminator for ``generator_type: gan``),
+    initialised from ``seed`` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build(f, input_dim=input_dim, sequence_length=sequence_length, condition_slots=condition_slots)
+
+
+def _build(
     f: FedA2VSettings, *, input_dim: int, sequence_length: int, condition_slots: dict[str, list[int]]
 ) -> tuple[SequenceGenerator, GANDiscriminator | None]:
-    """The generator the config asks for (and its discriminator for ``generator_type: gan``)."""
     learned = f.generator_interpolation == "learned"
     fusion = f.generator_fusion_dim if len(condition_slots) > 1 else None
     common = dict(input_dim=input_dim, sequence_length=sequence_length, latent_dim=f.generator_latent_dim)
