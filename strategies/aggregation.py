@@ -1,4 +1,8 @@
-"""Adapter aggregation modes: ``avg`` (weighted by examples), ``avg_unweighted``, ``none``."""
+"""Adapter aggregation modes: ``avg`` (weighted by examples), ``avg_unweighted``, ``none``.
+
+``kd`` starts from ``avg`` and then distils in the server step (``strategies/distillation.py``),
+because it needs the server generator's samples.
+"""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ def _params(module: nn.Module) -> int:
 
 
 def _generators() -> list[nn.Module]:
-    small = dict(input_dim=12, sequence_length=4, latent_dim=6, learned_upsampler=True)
+    small = dict(input_dim=768, sequence_length=4, latent_dim=6, learned_upsampler=True)
     return [
         VAEGenerator(**small, hidden_dim=32),
         ConditionedVAEGenerator(**small, hidden_dim=32, condition_slots=CLIP),
@@ -50,8 +50,8 @@ def test_sample_returns_exactly_the_requested_length_in_every_mode(generator, mo
     condition = {"clip": torch.randn(5), "t5": torch.randn(3, 5)} if generator.conditioned else None
     for length in (1, 4, 19, 1214):
         out = generator.sample(3, condition, target_sequence_length=length, interpolation=mode)
-        assert out.shape == (3, length, 12)
-    assert generator.sample(2, condition).shape == (2, 4, 12)  # no target: the training length
+        assert out.shape == (3, length, 768)
+    assert generator.sample(2, condition).shape == (2, 4, 768)  # no target: the training length
 
 
 def test_linear_upsampling_keeps_the_end_points():
@@ -151,7 +151,7 @@ def test_gan_learner_trains_both_networks():
 def test_state_rebuilds_the_exact_generator_from_class_name_and_args(generator):
     disc = None
     if generator.kind == "gan":
-        disc = GANDiscriminator(input_dim=12, sequence_length=4, condition_slots=CLIP_T5, fusion_dim=8)
+        disc = GANDiscriminator(input_dim=768, sequence_length=4, condition_slots=CLIP_T5, fusion_dim=8)
     learner = GeneratorLearner(generator, discriminator=disc, learning_rate=1e-3, total_epochs=1)
     learner.epochs_done = 7
     state = learner.state_dict()
@@ -206,3 +206,16 @@ def test_generator_plans_for_every_granularity_and_node_override():
     bad = tiny_config(nodes={"0": {"generator_train_classes": ["whale"]}})
     with pytest.raises(ConfigError, match=r"nodes.0.generator_train_classes lists \['whale'\]"):
         generator_plan(bad, 0, classes)
+
+
+def test_generator_learning_rate_decays_over_the_run_and_survives_a_reload():
+    gen = VAEGenerator(input_dim=12, sequence_length=4, hidden_dim=32, latent_dim=6)
+    learner = GeneratorLearner(gen, learning_rate=1e-3, total_epochs=10)
+    for _ in range(5):
+        learner.finish_epoch()
+    assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))  # cosine midpoint
+    for _ in range(7):
+        learner.finish_epoch()
+    assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)  # 10 % from the end of the run on
+    other = GeneratorLearner.from_state(learner.state_dict(), expected_type="vae", learning_rate=1e-3, total_epochs=10)
+    assert other.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4) and other.epochs_done == 12

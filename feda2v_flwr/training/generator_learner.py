@@ -30,6 +30,7 @@ from feda2v_flwr.models.generators import (
 from feda2v_flwr.models.generators.base import draw_normal
 from feda2v_flwr.models.losses import VAELoss, gan_discriminator_loss, gan_generator_loss
 from feda2v_flwr.models.sequence import pool_tokens
+from feda2v_flwr.training.adapters import scheduled_lr
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,6 @@ class GeneratorLearner:
         if not torch.isfinite(total):
             return None
         self._apply(self.optimizer, self.model, total)
-        losses["recon"] = F.mse_loss(fake.detach(), clean)  # how far samples are from the batch (a readout)
         return {k: v.item() for k, v in losses.items()}
 
     @staticmethod
@@ -218,7 +218,16 @@ class GeneratorLearner:
         optimizer.step()
 
     def finish_epoch(self) -> None:
+        """Count the epoch and set the learning rate for the next one (cosine decay to 10 % over
+        the run's generator epochs: long runs at a constant 1e-3 blew up after ~1000 steps)."""
         self.epochs_done += 1
+        self._schedule_learning_rate()
+
+    def _schedule_learning_rate(self) -> None:
+        lr = scheduled_lr(self.learning_rate, self.epochs_done, self.loss.total_epochs, min_ratio=0.1)
+        for optimizer in (self.optimizer, self.discriminator_optimizer):
+            for group in optimizer.param_groups if optimizer is not None else []:
+                group["lr"] = lr
 
     def sample(self, num_samples: int, condition: Condition | None = None, **kwargs: Any) -> torch.Tensor:
         self.model.eval()
@@ -280,9 +289,7 @@ class GeneratorLearner:
             if learner.discriminator_optimizer is not None and state.get("discriminator_optimizer_state"):
                 learner.discriminator_optimizer.load_state_dict(state["discriminator_optimizer_state"])
             learner.epochs_done = int(state.get("generator_epochs", 0))
-            for optimizer in (learner.optimizer, learner.discriminator_optimizer):
-                for group in optimizer.param_groups if optimizer is not None else []:
-                    group["lr"] = learning_rate  # this run's learning rate, not the saved one
+            learner._schedule_learning_rate()  # this run's schedule, not the saved learning rate
         return learner
 
     def check_compatible(self, *, input_dim: int, condition_slots: dict[str, list[int]], source: str) -> None:
