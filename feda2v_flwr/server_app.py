@@ -14,13 +14,14 @@ from flwr.app import Context
 from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 
 from feda2v_flwr.checkpoint import CheckpointError, load_checkpoint
-from feda2v_flwr.config import ConfigError, ExperimentConfig, load_config, resolve_run_path
+from feda2v_flwr.config import ExperimentConfig, load_config, resolve_run_path
 from feda2v_flwr.data.partition import federation_classes
 from feda2v_flwr.devices import resolve_device
 from feda2v_flwr.encoders import PROFILE_SLOTS, build_audio_encoder, load_text_targets
 from feda2v_flwr.logging_setup import setup_logging
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
 from feda2v_flwr.training.adapters import build_model
+from feda2v_flwr.training.client_generators import check_client_generator_setup
 from strategies.feda2v import FedA2VStrategy
 from strategies.server_trainer import ServerGeneratorTrainer
 
@@ -49,10 +50,11 @@ def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
     in_dim = build_audio_encoder(config).embed_dim
     initial = build_model(config, slots, in_dim)
     initial_state = {k: v.detach().numpy().copy() for k, v in initial.state_dict().items()}
+    adapter_path = None
     if f.adapter_load_checkpoint:
-        path = resolve_run_path(f.adapter_checkpoint_path or f.generator_checkpoint_path or "")
-        initial_state = _saved_adapters(load_checkpoint(path), initial_state, path)
-        log.info("Global adapters start from %s", path)
+        adapter_path = resolve_run_path(f.adapter_checkpoint_path or f.generator_checkpoint_path or "")
+        initial_state = _saved_adapters(load_checkpoint(adapter_path), initial_state, adapter_path)
+        log.info("Global adapters start from %s", adapter_path)
     trainer = ServerGeneratorTrainer(
         config=config,
         adapters=build_model(config, slots, in_dim),
@@ -62,16 +64,13 @@ def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
     )
     if f.generator_load_checkpoint:
         path = resolve_run_path(f.generator_checkpoint_path or "")
-        trainer.load_state_dict(load_checkpoint(path), source=str(path))
-        log.info("Loaded the server generator from %s", path)
-
-    if f.client_generators and f.pretrained_generator_path:
-        pretrained = resolve_run_path(f.pretrained_generator_path)
-        if not pretrained.exists():  # fail before any training, not in every client's fit
-            raise ConfigError(
-                f"feda2v.pretrained_generator_path {pretrained} does not exist. Train client generators first (for "
-                "example with configs/example_vae_memory_efficient.json) and point this key at their checkpoints."
-            )
+        payload = load_checkpoint(path)
+        trainer.load_generator(payload, source=str(path))
+        if adapter_path == path:  # the fine-tuning optimizer belongs to the adapters it was saved with
+            trainer.load_finetune_state(payload)
+    if f.client_generators:  # fail before any training, not in every client's fit
+        pretrained = resolve_run_path(f.pretrained_generator_path) if f.pretrained_generator_path else None
+        check_client_generator_setup(config, pretrained)
 
     checkpoint_dir = Path(f.generator_checkpoint_dir)
     checkpoint_dir = checkpoint_dir if checkpoint_dir.is_absolute() else run_dir / checkpoint_dir

@@ -8,6 +8,8 @@ distilled (the original trained only ``clip``: a swallowed TypeError skipped ``t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,24 +17,27 @@ from torch import nn
 
 @torch.no_grad()
 def teacher_targets(
-    teachers: list[nn.ModuleDict], owners: list[int], synthetic: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """Mean output of ``teachers[i]`` for i in ``owners`` on ``synthetic`` (N, T, D), per slot."""
-    assert owners, "a class needs at least one owner"
-    targets = {}
-    for slot in teachers[owners[0]]:
-        outputs = []
-        for i in owners:
-            teachers[i].eval()
-            outputs.append(teachers[i][slot](synthetic))
-        targets[slot] = torch.stack(outputs).mean(0)
-    return targets
+    teacher: Callable[[int], nn.ModuleDict],
+    owners: dict[str, list[int]],
+    synthetic: dict[str, torch.Tensor],
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Per class and slot: the mean output of ``teacher(i)`` for i in ``owners[class]`` on
+    ``synthetic[class]`` (N, T, D). Teachers are visited one at a time (``teacher(i)`` may load
+    client i's weights into one scratch module), so memory does not grow with the clients."""
+    sums: dict[str, dict[str, torch.Tensor]] = {}
+    for index in sorted({i for ids in owners.values() for i in ids}):
+        module = teacher(index).eval()
+        for name, ids in owners.items():
+            if index in ids and name in synthetic:
+                outputs = {slot: m(synthetic[name]) for slot, m in module.items()}
+                previous = sums.get(name)
+                sums[name] = outputs if previous is None else {s: previous[s] + o for s, o in outputs.items()}
+    return {name: {s: v / len(owners[name]) for s, v in slots.items()} for name, slots in sums.items()}
 
 
 def distill_adapters(
     student: nn.ModuleDict,
-    teachers: list[nn.ModuleDict],
-    owners: dict[str, list[int]],
+    targets: dict[str, dict[str, torch.Tensor]],
     synthetic: dict[str, torch.Tensor],
     *,
     epochs: int,
@@ -40,12 +45,11 @@ def distill_adapters(
     batch_size: int,
     rng: torch.Generator,
 ) -> dict[str, float]:
-    """Train ``student`` (every slot) to match the owners' mean outputs; returns the last epoch's
-    mean MSE per slot. ``synthetic[class]``: (N, T, D); ``owners[class]``: teacher indices."""
-    classes = sorted(c for c in synthetic if owners.get(c))
+    """Train ``student`` (every slot) to match ``targets`` on ``synthetic`` (per class); returns
+    the last epoch's mean MSE per slot."""
+    classes = sorted(targets)
     inputs = torch.cat([synthetic[c] for c in classes])
-    per_class = [teacher_targets(teachers, owners[c], synthetic[c]) for c in classes]
-    targets = {slot: torch.cat([t[slot] for t in per_class]) for slot in student}
+    stacked = {slot: torch.cat([targets[c][slot] for c in classes]) for slot in student}
     optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate)
     student.train()
     last: dict[str, float] = {}
@@ -54,7 +58,7 @@ def distill_adapters(
         order = torch.randperm(len(inputs), generator=rng)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size].to(inputs.device)
-            losses = {slot: F.mse_loss(module(inputs[idx]), targets[slot][idx]) for slot, module in student.items()}
+            losses = {slot: F.mse_loss(module(inputs[idx]), stacked[slot][idx]) for slot, module in student.items()}
             optimizer.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
             optimizer.step()

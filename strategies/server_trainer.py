@@ -20,9 +20,14 @@ from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.models.generators import Condition
 from feda2v_flwr.models.losses import adapter_loss
 from feda2v_flwr.models.sequence import pool_tokens
-from feda2v_flwr.training.generator_learner import GeneratorLearner, build_from_settings, condition_slots_for
+from feda2v_flwr.training.generator_learner import (
+    GeneratorLearner,
+    GeneratorMismatchError,
+    build_from_settings,
+    condition_slots_for,
+)
 from feda2v_flwr.training.statistics import ClassStats
-from strategies.distillation import distill_adapters
+from strategies.distillation import distill_adapters, teacher_targets
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +204,11 @@ class ServerGeneratorTrainer:
         report.skipped_batches = learner.skipped_batches - skipped_before
         report.generator_loss = float(np.mean(epoch_losses)) if epoch_losses else None
 
-    def _synthetic(self, summary: ClassSummary, num_samples: int, length: int) -> torch.Tensor:
-        """Generator samples for one class at the output length, then at ``length`` tokens."""
+    def _synthetic(self, summary: ClassSummary, num_samples: int, length: int | None = None) -> torch.Tensor:
+        """Generator samples for one class at the output length (default: the statistics
+        length), pooled to ``length`` tokens when given (to stack them with real rows)."""
         assert self.learner is not None
-        out_len = self.f.generator_output_sequence_length or length
+        out_len = self.f.generator_output_sequence_length or summary.client_audio_means[0].shape[0]
         synthetic = self.learner.sample(
             num_samples,
             summary.condition(num_samples, self.device),
@@ -210,7 +216,7 @@ class ServerGeneratorTrainer:
             target_sequence_length=out_len,
             interpolation=self.f.generator_interpolation,
         )
-        return synthetic if out_len == length else pool_tokens(synthetic, length)
+        return synthetic if length is None or out_len == length else pool_tokens(synthetic, length)
 
     def distill(
         self,
@@ -219,22 +225,23 @@ class ServerGeneratorTrainer:
         report: RoundReport,
     ) -> None:
         """``kd``: the global adapters (starting from the clients' average) learn to match, per
-        class, the mean output of the adapters of the clients that own it."""
-        modules = []
-        for state, _ in teachers:
-            teacher = copy.deepcopy(self.adapters)
-            teacher.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-            modules.append(teacher)
+        class, the mean output of the adapters of the clients that own it, on generator samples
+        at the output length."""
+        scratch = copy.deepcopy(self.adapters)
+
+        def teacher(index: int) -> nn.ModuleDict:
+            scratch.load_state_dict({k: torch.from_numpy(v) for k, v in teachers[index][0].items()})
+            return scratch
+
         owners = {name: [i for i, (_, classes) in enumerate(teachers) if name in classes] for name in summaries}
         synthetic = {
-            name: self._synthetic(summary, self.f.kd_samples_per_class, summary.client_audio_means[0].shape[0])
+            name: self._synthetic(summary, self.f.kd_samples_per_class)
             for name, summary in summaries.items()
             if owners[name]
         }
         report.kd_loss_per_slot = distill_adapters(
             self.adapters,
-            modules,
-            owners,
+            teacher_targets(teacher, owners, synthetic),
             synthetic,
             epochs=self.f.kd_training_epochs,
             learning_rate=self.f.kd_learning_rate,
@@ -324,29 +331,37 @@ class ServerGeneratorTrainer:
             "rng_state": self.rng.get_state(),
         }
 
-    def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
-        """Restore a saved server step; the generator is rebuilt exactly as saved."""
-        if state.get("generator_class"):
-            self.learner = GeneratorLearner.from_state(
-                state,
-                expected_type=self.f.generator_type,
-                learning_rate=self.f.generator_learning_rate,
-                total_epochs=self.total_generator_epochs,
-                beta_max=self.f.generator_beta_max,
-                device=self.device,
-                source=source,
+    def load_generator(self, state: dict, source: str = "checkpoint", *, new_run: bool = True) -> None:
+        """Start from a saved server generator, rebuilt exactly as saved (``new_run``: from another
+        run, so this run's schedules start at its current epoch)."""
+        if not state.get("generator_class"):
+            raise GeneratorMismatchError(
+                f"{source} holds no generator (it was saved with use_generator false): train one first or set "
+                "generator_load_checkpoint to false"
             )
-            self.learner.check_compatible(input_dim=self.input_dim, condition_slots=self.condition_slots, source=source)
-            log.info("Server generator loaded from %s: %s", source, type(self.learner.model).__name__)
-        elif state.get("generator_type") != self.f.generator_type:
-            raise ValueError(
-                f"{source} was saved with generator_type '{state.get('generator_type')}', this run uses "
-                f"'{self.f.generator_type}'"
-            )
-        if state.get("finetune_optimizer_state"):
-            self.finetune_optimizer.load_state_dict(state["finetune_optimizer_state"])
-        if state.get("rng_state") is not None:
-            self.rng.set_state(state["rng_state"])
+        self.learner = GeneratorLearner.from_state(
+            state,
+            expected_type=self.f.generator_type,
+            learning_rate=self.f.generator_learning_rate,
+            total_epochs=self.total_generator_epochs,
+            beta_max=self.f.generator_beta_max,
+            device=self.device,
+            source=source,
+            new_run=new_run,
+        )
+        self.learner.check_compatible(
+            input_dim=self.input_dim,
+            condition_slots=self.condition_slots,
+            interpolation=self.f.generator_interpolation,
+            source=source,
+        )
+        log.info("Server generator loaded from %s: %s", source, type(self.learner.model).__name__)
+
+    def load_finetune_state(self, state: dict) -> None:
+        """The fine-tuning optimizer and the server RNG of a saved server step (load them only
+        together with the adapters they belong to)."""
+        self.finetune_optimizer.load_state_dict(state["finetune_optimizer_state"])
+        self.rng.set_state(state["rng_state"])
 
 
 _EMPTY_GENERATOR_STATE = {

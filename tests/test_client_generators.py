@@ -11,6 +11,7 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 
 from conftest import FakeClientProxy, tiny_config
 from feda2v_flwr.checkpoint import CheckpointError
+from feda2v_flwr.config.loading import ConfigError
 from feda2v_flwr.reporting import read_metrics
 from feda2v_flwr.server_app import build_strategy
 from feda2v_flwr.training.client_generators import load_client_generator
@@ -189,3 +190,48 @@ def test_a_corrupt_checkpoint_error_names_the_file(tmp_path):
     path.write_bytes(b"\x00" * 10)
     with pytest.raises(CheckpointError, match="x.pt"):
         load_client_generator(path)
+
+
+def test_round_two_starts_from_round_one_weights(tmp_path, cache_dir):
+    config = tiny_config(feda2v={"generator_training_mode": True}, data={"cache_dir": str(cache_dir)})
+    _, first = _fit_round(config, cache_dir, None)
+    task = ClientTask(config, 0, 2, cache_dir)
+    task.generators.prepare(first[0].generator_state, audio_length=task.split("train")[0].shape[1])
+    restored = task.generators.generators["unified"].learner.model.state_dict()
+    saved = _learner_state(first[0], "unified")["learner"]["generator_state"]
+    assert all(torch.equal(restored[k], saved[k]) for k in saved)
+
+
+@pytest.mark.parametrize(
+    ("feda2v", "nodes", "message"),
+    [
+        ({"generator_granularity": "per_group"}, {}, "'per_group' needs feda2v.generator_class_groups"),
+        ({"generator_class_groups": {"a": ["dog"], "b": ["dog"]}}, {}, "'dog' is in two generator_class_groups"),
+        ({"generator_class_groups": {"a": ["whale"]}}, {}, "lists 'whale', not a class of this run"),
+        ({}, {"1": {"generator_train_classes": ["dog"]}}, r"nodes.1.generator_train_classes lists \['dog'\]"),
+        ({"pretrained_generator_path": "no/such/dir"}, {}, "pretrained_generator_path .* does not exist"),
+    ],
+)
+def test_client_generator_mistakes_fail_before_any_training(tmp_path, cache_dir, feda2v, nodes, message):
+    config = tiny_config(
+        feda2v={"generator_training_mode": True, **feda2v}, nodes=nodes, data={"cache_dir": str(cache_dir)}
+    )
+    with pytest.raises(ConfigError, match=message):
+        build_strategy(config, tmp_path / "run")
+
+
+def test_a_pretrained_folder_of_the_wrong_type_fails_before_any_training(tmp_path, cache_dir):
+    config = tiny_config(feda2v={"generator_training_mode": True}, data={"cache_dir": str(cache_dir)})
+    _fit_round(config, cache_dir, tmp_path / "gens")
+    gan = tiny_config(
+        feda2v={
+            "generator_training_mode": True,
+            "generator_type": "gan",
+            "pretrained_generator_path": str(tmp_path / "gens"),
+        },
+        data={"cache_dir": str(cache_dir)},
+    )
+    with pytest.raises(GeneratorMismatchError, match="holds a 'vae' generator"):
+        build_strategy(gan, tmp_path / "run")
+    with pytest.raises(ValueError, match="with generator_type 'gan' leave vae_arch at 'flat'"):
+        tiny_config(feda2v={"generator_type": "gan", "vae_arch": "tokenwise"})

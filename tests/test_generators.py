@@ -22,7 +22,7 @@ from feda2v_flwr.models import (
 )
 from feda2v_flwr.training.client_generators import generator_plan
 from feda2v_flwr.training.generator_learner import GeneratorLearner
-from strategies.distillation import teacher_targets
+from strategies.distillation import distill_adapters, teacher_targets
 
 CLIP = {"clip": [5]}
 CLIP_T5 = {"clip": [5], "t5": [3, 5]}
@@ -179,9 +179,36 @@ def test_kd_targets_average_only_the_owners_of_the_class():
             return torch.full((x.shape[0], 2), self.value)
 
     teachers = [nn.ModuleDict({"clip": Constant(v), "t5": Constant(10 * v)}) for v in (1.0, 2.0, 6.0)]
-    targets = teacher_targets(teachers, [0, 2], torch.zeros(4, 3, 5))
-    assert targets["clip"].tolist() == [[3.5, 3.5]] * 4  # (1 + 6) / 2, teacher 1 does not own the class
-    assert targets["t5"].tolist() == [[35.0, 35.0]] * 4
+    synthetic = {"dog": torch.zeros(4, 3, 5), "rain": torch.zeros(2, 3, 5)}
+    targets = teacher_targets(teachers.__getitem__, {"dog": [0, 2], "rain": [1]}, synthetic)
+    assert targets["dog"]["clip"].tolist() == [[3.5, 3.5]] * 4  # (1 + 6) / 2, teacher 1 does not own dog
+    assert targets["dog"]["t5"].tolist() == [[35.0, 35.0]] * 4
+    assert targets["rain"]["clip"].tolist() == [[2.0, 2.0]] * 2
+
+
+def test_kd_student_learns_each_class_from_its_owners():
+    class MeanLinear(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.linear(x.mean(1))
+
+    torch.manual_seed(0)
+    student = nn.ModuleDict({"clip": MeanLinear(), "t5": MeanLinear()})
+    synthetic = {"dog": torch.randn(16, 3, 5) * 0.1 - 1, "rain": torch.randn(16, 3, 5) * 0.1 + 1}
+    targets = {
+        "dog": {"clip": torch.full((16, 2), 1.0), "t5": torch.full((16, 2), -1.0)},
+        "rain": {"clip": torch.full((16, 2), 6.0), "t5": torch.full((16, 2), 2.0)},
+    }
+    losses = distill_adapters(
+        student, targets, synthetic, epochs=300, learning_rate=3e-2, batch_size=8, rng=torch.Generator().manual_seed(0)
+    )
+    assert max(losses.values()) < 0.05
+    with torch.no_grad():
+        assert student["clip"](synthetic["rain"]).mean().item() == pytest.approx(6.0, abs=0.3)
+        assert student["t5"](synthetic["dog"]).mean().item() == pytest.approx(-1.0, abs=0.3)
 
 
 def test_generator_plans_for_every_granularity_and_node_override():

@@ -119,6 +119,8 @@ class FedA2VSettings(_Section):
                 "adapter_load_checkpoint is true but neither adapter_checkpoint_path nor "
                 "generator_checkpoint_path is set"
             )
+        if self.generator_type == "gan" and self.vae_arch != "flat":
+            raise ValueError("vae_arch chooses a VAE design; with generator_type 'gan' leave vae_arch at 'flat'")
         if self.adapter_aggregation_mode == "kd" and not self.use_generator:
             raise ValueError(
                 "adapter_aggregation_mode 'kd' distils on the server generator's samples: set use_generator to true"

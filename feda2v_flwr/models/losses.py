@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+LOGVAR_RANGE = (-5.0, 2.0)  # log-variance clamp of the VAE posterior (the original's working range)
+
 
 def adapter_loss(output: torch.Tensor, target: torch.Tensor, cosine_weight: float = 0.0) -> torch.Tensor:
     """MSE to the class target (+ optional ``cosine_weight * (1 - cos)``). Shapes must match."""
@@ -41,7 +43,8 @@ class VAELoss:
         self, recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, epoch: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         recon_loss = F.mse_loss(recon, target)
-        kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.clamp(-10, 10).exp())).mean()  # exp guarded
+        logvar = logvar.clamp(*LOGVAR_RANGE)  # the generators' own range; keeps exp() finite
+        kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean()
         cos = F.cosine_similarity(recon.flatten(1), target.flatten(1), dim=1, eps=1e-8).clamp(-1, 1)
         sim = (1 - cos).mean()
         total = recon_loss + self.beta(epoch) * kl + self.similarity_weight(epoch) * sim

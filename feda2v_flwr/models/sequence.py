@@ -11,8 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-INTERPOLATION_MODES = ("linear", "nearest", "cubic", "learned")
-
 
 def pool_tokens(x: torch.Tensor, length: int) -> torch.Tensor:
     """Adaptive average pooling along the token axis: (B, T, D) -> (B, length, D)."""
@@ -24,7 +22,8 @@ def pool_tokens(x: torch.Tensor, length: int) -> torch.Tensor:
 def resize_tokens(x: torch.Tensor, length: int, mode: str = "linear") -> torch.Tensor:
     """Interpolate along the token axis: (B, T, D) -> (B, length, D); linear, nearest or cubic.
 
-    ``align_corners=False`` everywhere, so upsampling keeps the first and last token exactly.
+    ``align_corners=False``: linear and nearest upsampling keep the first and last token exactly
+    (cubic overshoots slightly at the ends).
     """
     if mode not in ("linear", "nearest", "cubic"):
         raise ValueError(f"Unknown interpolation mode '{mode}'. Allowed: linear, nearest, cubic")
@@ -61,7 +60,7 @@ class AttentionUpsampler(nn.Module):
     def __init__(self, *, dim: int, hidden_dim: int = 128, heads: int = 4, num_frequencies: int = 16):
         super().__init__()
         assert hidden_dim % heads == 0, f"hidden_dim {hidden_dim} must be divisible by heads {heads}"
-        self.dim, self.hidden_dim, self.heads, self.num_frequencies = dim, hidden_dim, heads, num_frequencies
+        self.num_frequencies = num_frequencies
         pos_dim = 2 * num_frequencies
         self.query = nn.Sequential(nn.Linear(pos_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim))
         self.key_value = nn.Linear(dim + pos_dim, hidden_dim)
@@ -69,14 +68,6 @@ class AttentionUpsampler(nn.Module):
         self.out = nn.Linear(hidden_dim, dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-
-    def constructor_args(self) -> dict[str, int]:
-        return {
-            "dim": self.dim,
-            "hidden_dim": self.hidden_dim,
-            "heads": self.heads,
-            "num_frequencies": self.num_frequencies,
-        }
 
     def forward(self, x: torch.Tensor, length: int) -> torch.Tensor:
         """(B, L, D) -> (B, length, D)."""

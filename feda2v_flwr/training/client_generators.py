@@ -35,8 +35,14 @@ from torch import nn
 from feda2v_flwr.checkpoint import CheckpointError, atomic_torch_save
 from feda2v_flwr.config.loading import ConfigError, resolve_run_path
 from feda2v_flwr.config.schema import ExperimentConfig
+from feda2v_flwr.data.partition import federation_classes, partition_classes
 from feda2v_flwr.models.sequence import pool_tokens, resize_tokens
-from feda2v_flwr.training.generator_learner import GeneratorLearner, build_from_settings, condition_slots_for
+from feda2v_flwr.training.generator_learner import (
+    GeneratorLearner,
+    GeneratorMismatchError,
+    build_from_settings,
+    condition_slots_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,48 @@ def generator_plan(config: ExperimentConfig, partition_id: int, node_classes: li
     for c in classes:
         plan.setdefault(f"group_{group_of.get(c, 'other')}", []).append(c)
     return plan
+
+
+def check_client_generator_setup(config: ExperimentConfig, pretrained_path: Path | None) -> None:
+    """Everything about client generators that can be wrong, checked on the server before any
+    training: groups, every node's plan, and the pretrained files (readable, right type)."""
+    f = config.feda2v
+    classes = federation_classes(config)
+    seen: dict[str, str] = {}
+    for group, members in sorted((f.generator_class_groups or {}).items()):
+        for member in members:
+            if member not in classes:
+                raise ConfigError(f"feda2v.generator_class_groups.{group} lists '{member}', not a class of this run")
+            if member in seen:
+                raise ConfigError(f"class '{member}' is in two generator_class_groups: '{seen[member]}' and '{group}'")
+            seen[member] = group
+    num_clients = config.federation.num_clients
+    granularities = {config.node(pid).generator_granularity or f.generator_granularity for pid in range(num_clients)}
+    node_groups = any(config.node(pid).generator_class_group for pid in range(num_clients))
+    if "per_group" in granularities and not f.generator_class_groups and not node_groups:
+        raise ConfigError(
+            "generator_granularity 'per_group' needs feda2v.generator_class_groups (e.g. "
+            '{"animals": ["dog", "rooster"]}) or nodes.<id>.generator_class_group; without groups use \'unified\''
+        )
+    for pid in range(num_clients):
+        generator_plan(config, pid, partition_classes(config, pid, num_clients))
+    if pretrained_path is None:
+        return
+    if not pretrained_path.exists():
+        raise ConfigError(
+            f"feda2v.pretrained_generator_path {pretrained_path} does not exist. Train client generators first (for "
+            "example with configs/example_vae_memory_efficient.json) and point this key at their checkpoints."
+        )
+    files = [pretrained_path] if pretrained_path.is_file() else sorted(pretrained_path.glob("*.pt"))
+    if not files:
+        raise ConfigError(f"feda2v.pretrained_generator_path {pretrained_path} holds no .pt generator checkpoints")
+    for file in files:
+        saved_type = load_client_generator(file)["learner"]["generator_type"]
+        if saved_type != f.generator_type:
+            raise GeneratorMismatchError(
+                f"{file} holds a '{saved_type}' generator but this run is configured with generator_type "
+                f"'{f.generator_type}': set generator_type to '{saved_type}' or change pretrained_generator_path"
+            )
 
 
 @dataclass
@@ -121,17 +169,19 @@ class ClientGenerators:
         self.generators = {}
         for key, classes in self.plan.items():
             learner = None
-            entry, source = entries.get(key), "the node state"
+            entry, source, new_run = entries.get(key), "the node state", False
             seed = self.config.training.seed * 1_000_003 + self.partition_id * 7919 + zlib.crc32(key.encode())
             if entry is None and key in pretrained:
-                entry, source = pretrained[key]
+                (entry, source), new_run = pretrained[key], True
             if entry is not None:
-                learner = self._restore(entry, source, classes)
+                learner = self._restore(entry, source, classes, new_run)
             if learner is None:
                 learner = self._new_learner(audio_length, seed)
             self.generators[key] = NodeGenerator(key, classes, learner)
 
-    def _restore(self, entry: dict[str, Any], source: str, classes: list[str]) -> GeneratorLearner | None:
+    def _restore(
+        self, entry: dict[str, Any], source: str, classes: list[str], new_run: bool
+    ) -> GeneratorLearner | None:
         learner = GeneratorLearner.from_state(
             entry["learner"],
             expected_type=self.f.generator_type,
@@ -140,8 +190,14 @@ class ClientGenerators:
             beta_max=self.f.generator_beta_max,
             device=self.device,
             source=source,
+            new_run=new_run,
         )
-        learner.check_compatible(input_dim=self.input_dim, condition_slots=self.condition_slots, source=source)
+        learner.check_compatible(
+            input_dim=self.input_dim,
+            condition_slots=self.condition_slots,
+            interpolation=self.f.generator_interpolation,
+            source=source,
+        )
         if sorted(entry["classes"]) != sorted(classes):
             if self.f.reset_generator_on_class_change:
                 log.info(
@@ -318,7 +374,7 @@ class ClientGenerators:
                 "round": server_round,
                 "timestamp": time.time(),
                 "generator_key": key,
-                "granularity": key.split("_", 1)[0],
+                "granularity": {"unified": "unified", "class": "per_class", "group": "per_group"}[key.split("_")[0]],
                 "classes": list(gen.classes),
                 "learner": gen.learner.state_dict(),
             }

@@ -128,7 +128,8 @@ class GeneratorLearner:
             else None
         )
         self.loss = VAELoss(total_epochs=total_epochs, beta_max=beta_max)
-        self.epochs_done = 0
+        self.epochs_done = 0  # every epoch this generator has trained, across rounds and runs
+        self.run_start_epoch = 0  # epochs_done when this run started: schedules count from here
         self.skipped_batches = 0
 
     @property
@@ -150,9 +151,9 @@ class GeneratorLearner:
     ) -> dict[str, float] | None:
         """One optimisation step on real sequences x (B, T, D); ``None`` if the batch was skipped.
 
-        Denoising augmentation: the model sees x + N(0, noise_std²) (the condition gets half the
-        noise) and must reproduce the clean x. With a learned upsampler the step also teaches it
-        to rebuild the T-token x from its L-token pooling.
+        Augmentation: the condition gets N(0, (noise_std/2)²); a VAE encodes x + N(0, noise_std²)
+        and must reproduce the clean x (denoising), a GAN's discriminator sees the clean x. With a
+        learned upsampler the step also teaches it to rebuild the T-token x from its L-token pooling.
         """
         self.model.train()
         clean = pool_tokens(x, self.model.sequence_length)  # (B, L, D)
@@ -176,7 +177,7 @@ class GeneratorLearner:
 
     def _vae_step(self, inputs, clean, condition, full, rng) -> dict[str, float] | None:
         recon, mu, logvar = self.model(inputs, condition, generator=rng)
-        total, recon_loss, kl, sim = self.loss(recon, clean, mu, logvar, self.epochs_done)
+        total, recon_loss, kl, sim = self.loss(recon, clean, mu, logvar, self.run_epoch)
         losses = {"loss": total, "recon": recon_loss, "kl": kl, "sim": sim}
         upsample = self._upsampler_loss(clean, full)
         if upsample is not None:
@@ -217,6 +218,11 @@ class GeneratorLearner:
         nn.utils.clip_grad_norm_(module.parameters(), GRAD_CLIP)
         optimizer.step()
 
+    @property
+    def run_epoch(self) -> int:
+        """Epochs trained in this run (beta, cosine weight and learning rate follow it)."""
+        return self.epochs_done - self.run_start_epoch
+
     def finish_epoch(self) -> None:
         """Count the epoch and set the learning rate for the next one (cosine decay to 10 % over
         the run's generator epochs: long runs at a constant 1e-3 blew up after ~1000 steps)."""
@@ -224,7 +230,7 @@ class GeneratorLearner:
         self._schedule_learning_rate()
 
     def _schedule_learning_rate(self) -> None:
-        lr = scheduled_lr(self.learning_rate, self.epochs_done, self.loss.total_epochs, min_ratio=0.1)
+        lr = scheduled_lr(self.learning_rate, self.run_epoch, self.loss.total_epochs, min_ratio=0.1)
         for optimizer in (self.optimizer, self.discriminator_optimizer):
             for group in optimizer.param_groups if optimizer is not None else []:
                 group["lr"] = lr
@@ -248,6 +254,7 @@ class GeneratorLearner:
                 self.discriminator_optimizer.state_dict() if self.discriminator_optimizer is not None else None
             ),
             "generator_epochs": self.epochs_done,
+            "generator_run_start_epoch": self.run_start_epoch,
         }
 
     @classmethod
@@ -261,9 +268,11 @@ class GeneratorLearner:
         beta_max: float = 0.01,
         device: str | torch.device = "cpu",
         source: str = "checkpoint",
-        with_optimizer: bool = True,
+        new_run: bool = False,
     ) -> GeneratorLearner:
-        """Rebuild exactly the saved generator (class + constructor args); the type must match."""
+        """Rebuild exactly the saved generator (class + constructor args, weights, optimizers,
+        epoch count); the type must match. ``new_run``: a generator from another run (pretrained)
+        starts this run's schedules from its current epoch; otherwise (same run) they continue."""
         saved_type = state.get("generator_type")
         if saved_type != expected_type:
             raise GeneratorMismatchError(
@@ -284,17 +293,26 @@ class GeneratorLearner:
             beta_max=beta_max,
             device=device,
         )
-        if with_optimizer:
-            learner.optimizer.load_state_dict(state["generator_optimizer_state"])
-            if learner.discriminator_optimizer is not None and state.get("discriminator_optimizer_state"):
-                learner.discriminator_optimizer.load_state_dict(state["discriminator_optimizer_state"])
-            learner.epochs_done = int(state.get("generator_epochs", 0))
-            learner._schedule_learning_rate()  # this run's schedule, not the saved learning rate
+        learner.optimizer.load_state_dict(state["generator_optimizer_state"])
+        if learner.discriminator_optimizer is not None and state.get("discriminator_optimizer_state"):
+            learner.discriminator_optimizer.load_state_dict(state["discriminator_optimizer_state"])
+        learner.epochs_done = int(state.get("generator_epochs", 0))
+        saved_start = int(state.get("generator_run_start_epoch", 0))
+        learner.run_start_epoch = learner.epochs_done if new_run else saved_start
+        learner._schedule_learning_rate()  # this run's schedule, not the saved learning rate
         return learner
 
-    def check_compatible(self, *, input_dim: int, condition_slots: dict[str, list[int]], source: str) -> None:
-        """A loaded generator must make embeddings of this run's size, from this run's conditions."""
+    def check_compatible(
+        self, *, input_dim: int, condition_slots: dict[str, list[int]], interpolation: str, source: str
+    ) -> None:
+        """A loaded generator must make embeddings of this run's size, from this run's conditions,
+        with this run's interpolation."""
         model = self.model
+        if interpolation == "learned" and model.upsampler is None:
+            raise GeneratorMismatchError(
+                f"{source} has no learned upsampler but generator_interpolation is 'learned': use 'linear', "
+                "'nearest' or 'cubic' with this generator, or train one with generator_interpolation 'learned'"
+            )
         if model.input_dim != input_dim:
             raise GeneratorMismatchError(
                 f"{source} makes {model.input_dim}-d embeddings but this run's audio encoder gives {input_dim}-d"

@@ -19,9 +19,8 @@ import torch
 from torch import nn
 
 from feda2v_flwr.models.generators.base import Condition, SequenceGenerator, draw_normal
+from feda2v_flwr.models.losses import LOGVAR_RANGE
 from feda2v_flwr.models.sequence import fourier_positions, pool_tokens
-
-LOGVAR_RANGE = (-5.0, 2.0)
 
 
 class _VAEMixin:
