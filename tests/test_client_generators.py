@@ -149,6 +149,10 @@ def test_pretrained_generator_of_another_type_or_a_corrupt_file_fails_clearly(tm
         GeneratorMismatchError, match="holds a 'vae' generator but this run is configured with generator_type 'gan'"
     ):
         _fit_round(gan, cache_dir, None)
+    with pytest.raises(GeneratorMismatchError, match="holds a 'vae' generator"):
+        build_strategy(gan, tmp_path / "run")  # the server checks the files before any training
+    with pytest.raises(ValueError, match="with generator_type 'gan' leave vae_arch at 'flat'"):
+        tiny_config(feda2v={"generator_type": "gan", "vae_arch": "tokenwise"})
     (tmp_path / "gens" / "client_generator_node0_unified_round_1.pt").write_bytes(b"not a checkpoint")
     vae = tiny_config(
         feda2v={"generator_training_mode": True, "pretrained_generator_path": str(tmp_path / "gens")},
@@ -218,20 +222,3 @@ def test_client_generator_mistakes_fail_before_any_training(tmp_path, cache_dir,
     )
     with pytest.raises(ConfigError, match=message):
         build_strategy(config, tmp_path / "run")
-
-
-def test_a_pretrained_folder_of_the_wrong_type_fails_before_any_training(tmp_path, cache_dir):
-    config = tiny_config(feda2v={"generator_training_mode": True}, data={"cache_dir": str(cache_dir)})
-    _fit_round(config, cache_dir, tmp_path / "gens")
-    gan = tiny_config(
-        feda2v={
-            "generator_training_mode": True,
-            "generator_type": "gan",
-            "pretrained_generator_path": str(tmp_path / "gens"),
-        },
-        data={"cache_dir": str(cache_dir)},
-    )
-    with pytest.raises(GeneratorMismatchError, match="holds a 'vae' generator"):
-        build_strategy(gan, tmp_path / "run")
-    with pytest.raises(ValueError, match="with generator_type 'gan' leave vae_arch at 'flat'"):
-        tiny_config(feda2v={"generator_type": "gan", "vae_arch": "tokenwise"})
