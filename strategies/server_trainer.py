@@ -331,9 +331,8 @@ class ServerGeneratorTrainer:
             "rng_state": self.rng.get_state(),
         }
 
-    def load_generator(self, state: dict, source: str = "checkpoint", *, new_run: bool = True) -> None:
-        """Start from a saved server generator, rebuilt exactly as saved (``new_run``: from another
-        run, so this run's schedules start at its current epoch)."""
+    def load_generator(self, state: dict, source: str = "checkpoint") -> None:
+        """Start from a saved server generator, rebuilt exactly as saved (with its epoch count)."""
         if not state.get("generator_class"):
             raise GeneratorMismatchError(
                 f"{source} holds no generator (it was saved with use_generator false): train one first or set "
@@ -347,7 +346,6 @@ class ServerGeneratorTrainer:
             beta_max=self.f.generator_beta_max,
             device=self.device,
             source=source,
-            new_run=new_run,
         )
         self.learner.check_compatible(
             input_dim=self.input_dim,

@@ -169,19 +169,17 @@ class ClientGenerators:
         self.generators = {}
         for key, classes in self.plan.items():
             learner = None
-            entry, source, new_run = entries.get(key), "the node state", False
+            entry, source = entries.get(key), "the node state"
             seed = self.config.training.seed * 1_000_003 + self.partition_id * 7919 + zlib.crc32(key.encode())
             if entry is None and key in pretrained:
-                (entry, source), new_run = pretrained[key], True
+                entry, source = pretrained[key]
             if entry is not None:
-                learner = self._restore(entry, source, classes, new_run)
+                learner = self._restore(entry, source, classes)
             if learner is None:
                 learner = self._new_learner(audio_length, seed)
             self.generators[key] = NodeGenerator(key, classes, learner)
 
-    def _restore(
-        self, entry: dict[str, Any], source: str, classes: list[str], new_run: bool
-    ) -> GeneratorLearner | None:
+    def _restore(self, entry: dict[str, Any], source: str, classes: list[str]) -> GeneratorLearner | None:
         learner = GeneratorLearner.from_state(
             entry["learner"],
             expected_type=self.f.generator_type,
@@ -190,7 +188,6 @@ class ClientGenerators:
             beta_max=self.f.generator_beta_max,
             device=self.device,
             source=source,
-            new_run=new_run,
         )
         learner.check_compatible(
             input_dim=self.input_dim,

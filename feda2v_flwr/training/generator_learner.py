@@ -128,8 +128,10 @@ class GeneratorLearner:
             else None
         )
         self.loss = VAELoss(total_epochs=total_epochs, beta_max=beta_max)
-        self.epochs_done = 0  # every epoch this generator has trained, across rounds and runs
-        self.run_start_epoch = 0  # epochs_done when this run started: schedules count from here
+        # Every epoch this generator has trained, across rounds and runs. The schedules (beta
+        # warm-up, cosine weight, learning rate) follow it, so a loaded generator does not warm up
+        # again: past this run's total it fine-tunes at 10 % of the learning rate.
+        self.epochs_done = 0
         self.skipped_batches = 0
 
     @property
@@ -177,7 +179,7 @@ class GeneratorLearner:
 
     def _vae_step(self, inputs, clean, condition, full, rng) -> dict[str, float] | None:
         recon, mu, logvar = self.model(inputs, condition, generator=rng)
-        total, recon_loss, kl, sim = self.loss(recon, clean, mu, logvar, self.run_epoch)
+        total, recon_loss, kl, sim = self.loss(recon, clean, mu, logvar, self.epochs_done)
         losses = {"loss": total, "recon": recon_loss, "kl": kl, "sim": sim}
         upsample = self._upsampler_loss(clean, full)
         if upsample is not None:
@@ -218,11 +220,6 @@ class GeneratorLearner:
         nn.utils.clip_grad_norm_(module.parameters(), GRAD_CLIP)
         optimizer.step()
 
-    @property
-    def run_epoch(self) -> int:
-        """Epochs trained in this run (beta, cosine weight and learning rate follow it)."""
-        return self.epochs_done - self.run_start_epoch
-
     def finish_epoch(self) -> None:
         """Count the epoch and set the learning rate for the next one (cosine decay to 10 % over
         the run's generator epochs: long runs at a constant 1e-3 blew up after ~1000 steps)."""
@@ -230,7 +227,7 @@ class GeneratorLearner:
         self._schedule_learning_rate()
 
     def _schedule_learning_rate(self) -> None:
-        lr = scheduled_lr(self.learning_rate, self.run_epoch, self.loss.total_epochs, min_ratio=0.1)
+        lr = scheduled_lr(self.learning_rate, self.epochs_done, self.loss.total_epochs, min_ratio=0.1)
         for optimizer in (self.optimizer, self.discriminator_optimizer):
             for group in optimizer.param_groups if optimizer is not None else []:
                 group["lr"] = lr
@@ -254,7 +251,6 @@ class GeneratorLearner:
                 self.discriminator_optimizer.state_dict() if self.discriminator_optimizer is not None else None
             ),
             "generator_epochs": self.epochs_done,
-            "generator_run_start_epoch": self.run_start_epoch,
         }
 
     @classmethod
@@ -268,11 +264,9 @@ class GeneratorLearner:
         beta_max: float = 0.01,
         device: str | torch.device = "cpu",
         source: str = "checkpoint",
-        new_run: bool = False,
     ) -> GeneratorLearner:
         """Rebuild exactly the saved generator (class + constructor args, weights, optimizers,
-        epoch count); the type must match. ``new_run``: a generator from another run (pretrained)
-        starts this run's schedules from its current epoch; otherwise (same run) they continue."""
+        epoch count); the type must match."""
         saved_type = state.get("generator_type")
         if saved_type != expected_type:
             raise GeneratorMismatchError(
@@ -297,8 +291,6 @@ class GeneratorLearner:
         if learner.discriminator_optimizer is not None and state.get("discriminator_optimizer_state"):
             learner.discriminator_optimizer.load_state_dict(state["discriminator_optimizer_state"])
         learner.epochs_done = int(state.get("generator_epochs", 0))
-        saved_start = int(state.get("generator_run_start_epoch", 0))
-        learner.run_start_epoch = learner.epochs_done if new_run else saved_start
         learner._schedule_learning_rate()  # this run's schedule, not the saved learning rate
         return learner
 
