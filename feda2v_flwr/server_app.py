@@ -17,7 +17,7 @@ from feda2v_flwr.checkpoint import CheckpointError, load_checkpoint
 from feda2v_flwr.config import ExperimentConfig, load_config, resolve_run_path
 from feda2v_flwr.data.partition import federation_classes
 from feda2v_flwr.devices import resolve_device
-from feda2v_flwr.encoders import PROFILE_SLOTS, build_audio_encoder, load_text_targets
+from feda2v_flwr.encoders import PROFILE_SLOTS, audio_embed_dim, load_text_targets
 from feda2v_flwr.logging_setup import setup_logging
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
 from feda2v_flwr.training.adapters import build_model
@@ -47,7 +47,7 @@ def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
     load_text_targets(f.target_profile, classes, f.prompt_template, cache_dir)  # warm the cache for the nodes
 
     torch.manual_seed(config.training.seed)
-    in_dim = build_audio_encoder(config).embed_dim
+    in_dim = audio_embed_dim(config)
     initial = build_model(config, slots, in_dim)
     initial_state = {k: v.detach().numpy().copy() for k, v in initial.state_dict().items()}
     adapter_path = None

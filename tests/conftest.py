@@ -6,6 +6,7 @@ import os
 
 import pytest
 from flwr.server.client_proxy import ClientProxy
+from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 
 from feda2v_flwr.config import ExperimentConfig, validate_config
 
@@ -68,3 +69,26 @@ class FakeClientProxy(ClientProxy):
 
     def reconnect(self, ins, timeout, group_id):
         raise NotImplementedError
+
+
+# 16 mel bins x 64 frames, 16x16 patches with stride 10: 1 x 5 patches + CLS + distillation = 7 tokens
+TINY_AST = dict(
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=64,
+    num_mel_bins=16,
+    max_length=64,
+    patch_size=16,
+    frequency_stride=10,
+    time_stride=10,
+)
+TINY_AST_TOKENS = 7
+
+
+def save_tiny_ast(directory) -> str:
+    """A randomly initialised AST (and its feature extractor) saved like a real local model."""
+    config = ASTConfig(**TINY_AST)
+    ASTModel(config).save_pretrained(directory)
+    ASTFeatureExtractor(num_mel_bins=16, max_length=64).save_pretrained(directory)
+    return str(directory)

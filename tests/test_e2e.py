@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import TINY, tiny_config
+from conftest import TINY, save_tiny_ast, tiny_config
 from feda2v_flwr.config.loading import PROJECT_ROOT
 from feda2v_flwr.launch import run_simulation
 from feda2v_flwr.reporting import read_metrics
@@ -127,3 +127,13 @@ def test_loading_a_generator_of_another_type_fails_before_training(tmp_path, cac
     )
     with pytest.raises(GeneratorMismatchError, match="holds a 'vae' generator .* generator_type 'gan'"):
         build_strategy(gan, tmp_path / "gan")
+
+
+def test_simulation_with_a_tiny_ast_encodes_each_clip_once(tmp_path, cache_dir):
+    ast_dir = save_tiny_ast(tmp_path / "tiny-ast")
+    config = _config_file(tmp_path, cache_dir, audio_encoder="ast", ast={"model": ast_dir})
+    status, run_dir = _run(tmp_path, config, "federation.global_rounds=2", "ast")
+    assert status == "finished:completed"
+    fits = {m["round"]: m for m in read_metrics(run_dir / "metrics.jsonl") if m["phase"] == "fit"}
+    assert all(c["encoder_calls"] > 0 for c in fits[1]["clients"].values())  # round 1 encodes train + val
+    assert all(c["encoder_calls"] == 0 for c in fits[2]["clients"].values())  # round 2: all from the cache

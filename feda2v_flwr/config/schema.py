@@ -33,12 +33,20 @@ class MelPatchSettings(_Section):
         return self
 
 
+class AstSettings(_Section):
+    """The ``ast`` encoder: a hub id or a local directory made with ``save_pretrained``."""
+
+    model: str = "MIT/ast-finetuned-audioset-10-10-0.4593"
+    batch_size: int = Field(8, ge=1)
+
+
 class FedA2VSettings(_Section):
     # Targets and encoder.
     target_profile: Literal["minilm"] = "minilm"
     prompt_template: str = "a photo of {label}"
-    audio_encoder: Literal["mel-patch"] = "mel-patch"
+    audio_encoder: Literal["mel-patch", "ast"] = "mel-patch"
     mel_patch: MelPatchSettings = Field(default_factory=MelPatchSettings)
+    ast: AstSettings = Field(default_factory=AstSettings)
     use_cls_token_only: bool = False
 
     # Adapters (one per target slot).

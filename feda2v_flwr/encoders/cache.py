@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 
 class AudioEncoder(Protocol):
+    calls: int  # clips encoded so far
+
+    @property
+    def embed_dim(self) -> int: ...
     def cache_key(self) -> str: ...
     def encode(self, waves: list[np.ndarray]) -> np.ndarray: ...
 

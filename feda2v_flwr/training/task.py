@@ -53,7 +53,8 @@ class ClientTask:
         self.config = config
         self.partition_id = partition_id
         self.partition: PartitionData = load_partition(config, partition_id, num_partitions)
-        encoder = build_audio_encoder(config)
+        self.device = resolve_device(config.training.device)
+        encoder = build_audio_encoder(config, device=self.device)
         self.cache = EmbeddingCache(cache_dir, encoder)
         f = config.feda2v
         self.slots = PROFILE_SLOTS[f.target_profile]
@@ -61,7 +62,6 @@ class ClientTask:
             f.target_profile, self.partition.federation_classes, f.prompt_template, cache_dir
         )
         self.class_index = {c: i for i, c in enumerate(self.partition.federation_classes)}
-        self.device = resolve_device(config.training.device)
         self.target_tensors = {
             s.name: torch.from_numpy(self.targets.standardized(s.name)).to(self.device) for s in self.slots
         }
@@ -118,6 +118,7 @@ class ClientTask:
         """Train adapters (unless ``generator_only_mode``), then the node's generators (when
         configured), then compute the per-class statistics the server needs."""
         start = time.perf_counter()
+        encoder_calls = self.cache.encoder.calls
         cfg = self.config
         self._load_adapters(global_arrays, local_adapters)
         optimizers = make_optimizers(self.model, cfg)
@@ -177,6 +178,7 @@ class ClientTask:
             "load_s": load_s,
             "train_s": train_s,
             "fit_s": time.perf_counter() - start,
+            "encoder_calls": self.cache.encoder.calls - encoder_calls,  # 0 once the cache holds every clip
             **{f"train_loss_{slot}": value for slot, value in losses.items()},
             **generator_metrics,
         }
