@@ -164,7 +164,9 @@ class TrainingSettings(_Section):
 
 
 class NodeSettings(_Section):
-    selected_classes: list[str] | None = None
+    # Class names or indices (ESC-50: ``target``; else the position in the dataset's class list).
+    selected_classes: list[str | int] | None = None  # None: the round-robin share
+    excluded_classes: list[str | int] = Field(default_factory=list)  # removed from the selection
     use_cls_token_only: bool | None = None
     # Client generator overrides for this node.
     generator_granularity: Literal["unified", "per_class", "per_group"] | None = None
@@ -173,21 +175,41 @@ class NodeSettings(_Section):
 
 
 class DataSettings(_Section):
-    dataset: Literal["procedural"] = "procedural"
-    classes: list[str] | None = None
-    clips_per_class: int = Field(40, ge=3)
+    dataset: Literal["procedural", "esc50", "audiofolder"] = "procedural"
+    # Folder of an esc50 / audiofolder dataset (relative: to the launch directory).
+    root: str | None = None
+    classes: list[str | int] | None = None  # names or indices, as in nodes.<id>.selected_classes
+    clips_per_class: int = Field(40, ge=3)  # procedural only
     clip_seconds: float = Field(5.0, gt=0.2)
     sample_rate: int = Field(16000, ge=4000)
     partitioning: Literal["by_class"] = "by_class"
+    # "ratio": a seeded per-class split; "folds": ESC-50's folds.
+    split_by: Literal["ratio", "folds"] = "ratio"
     train_ratio: float = Field(0.7, gt=0, lt=1)
     val_ratio: float = Field(0.1, ge=0, lt=1)
     split_seed: int = 42
+    train_folds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    val_folds: list[int] = Field(default_factory=lambda: [4])
+    test_folds: list[int] = Field(default_factory=lambda: [5])
     cache_dir: str = "outputs/cache"
 
     @model_validator(mode="after")
-    def _ratios(self) -> DataSettings:
+    def _consistent(self) -> DataSettings:
         if self.train_ratio + self.val_ratio >= 1.0:
             raise ValueError("train_ratio + val_ratio must leave room for a test split (< 1.0)")
+        if self.root is not None and self.dataset == "procedural":
+            raise ValueError(
+                "root is set but dataset is 'procedural', which synthesises its clips: "
+                "set dataset to 'esc50' or 'audiofolder', or remove root"
+            )
+        if self.split_by == "folds":
+            if self.dataset != "esc50":
+                raise ValueError(
+                    f"split_by 'folds' needs ESC-50's folds; dataset '{self.dataset}' has none: use 'ratio'"
+                )
+            folds = [*self.train_folds, *self.val_folds, *self.test_folds]
+            if len(folds) != len(set(folds)):
+                raise ValueError("train_folds, val_folds and test_folds must not share a fold")
         return self
 
 

@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 
-from feda2v_flwr.config.schema import ExperimentConfig
-from feda2v_flwr.data.procedural import GENERATOR_VERSION, SOUND_CLASSES, synthesize
+from feda2v_flwr.config.loading import ConfigError
+from feda2v_flwr.config.schema import DataSettings, ExperimentConfig
+from feda2v_flwr.data.audio_files import audio_problem, file_identity, read_audio
+from feda2v_flwr.data.datasets import AudioFile, DatasetError, DatasetIndex, index_dataset
+from feda2v_flwr.data.procedural import GENERATOR_VERSION, synthesize
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
 class Clip:
-    """One labelled clip. ``identity`` names it uniquely (cache key); ``load`` gives the wave."""
+    """One labelled clip. ``identity`` names it uniquely (cache key); ``load`` gives the wave;
+    ``source`` is the audio file it is read from (None for synthesised clips)."""
 
     class_name: str
     identity: str
     load: Callable[[], np.ndarray] = field(compare=False, repr=False)
+    source: Path | None = None
 
 
 @dataclass
 class PartitionData:
+    """One node's data: its classes, the federation's classes (label order), clips per split."""
+
     partition_id: int
     classes: list[str]
     federation_classes: list[str]
@@ -35,42 +47,51 @@ class PartitionData:
 
 
 def federation_classes(config: ExperimentConfig) -> list[str]:
-    classes = config.data.classes or list(SOUND_CLASSES)
-    unknown = [c for c in classes if c not in SOUND_CLASSES]
-    if unknown:
-        raise ValueError(
-            f"data.classes lists {unknown}, which the '{config.data.dataset}' dataset does not have. "
-            f"Available: {list(SOUND_CLASSES)}"
-        )
-    return list(classes)
+    """The run's classes: ``data.classes`` (names or indices) or all of the dataset's."""
+    return _federation_classes(config.data, index_dataset(config.data))
 
 
 def partition_classes(config: ExperimentConfig, partition_id: int, num_partitions: int) -> list[str]:
-    """Disjoint class sets: class k goes to partition k mod N, unless the node selects its own."""
-    all_classes = federation_classes(config)
-    selected = config.node(partition_id).selected_classes
-    if selected is not None:
-        missing = [c for c in selected if c not in all_classes]
-        if missing:
-            raise ValueError(
-                f"Node {partition_id}: selected_classes {missing} are not in the federation's classes {all_classes}"
+    """Disjoint class sets: class k goes to partition k mod N, unless the node selects its own;
+    then the node's ``excluded_classes`` are removed."""
+    return _partition_classes(config, index_dataset(config.data), partition_id, num_partitions)
+
+
+def load_partition(config: ExperimentConfig, partition_id: int, num_partitions: int) -> PartitionData:
+    """The node's clips per split. Unreadable audio files are skipped with one warning each."""
+    try:
+        index = index_dataset(config.data)
+    except DatasetError as err:
+        raise DatasetError(f"Node {partition_id}: {err}") from None
+    classes = _partition_classes(config, index, partition_id, num_partitions)
+    if index.name == "procedural":
+        splits, skipped = _procedural_splits(classes, config), 0
+    else:
+        splits, skipped = _file_splits(classes, index, config.data, partition_id)
+    for class_name in classes:
+        if not any(c.class_name == class_name for c in splits["train"]):
+            where = f" in data.train_folds {config.data.train_folds}" if config.data.split_by == "folds" else ""
+            raise DatasetError(
+                f"Node {partition_id}: class '{class_name}' has no readable training clips{where}. Add audio for it, "
+                f"or leave it out with nodes.{partition_id}.excluded_classes."
             )
-        return list(selected)
-    if num_partitions > len(all_classes):
-        raise ValueError(
-            f"Partitioning by class needs at least one class per node: {num_partitions} nodes "
-            f"but only {len(all_classes)} classes. Use fewer nodes or more classes."
-        )
-    return all_classes[partition_id::num_partitions]
+    log.info(
+        "Node %d: %d classes of the %s dataset; %d train, %d val, %d test clips; %d unreadable files skipped",
+        partition_id,
+        len(classes),
+        index.name,
+        *(len(splits[split]) for split in SPLITS),
+        skipped,
+    )
+    return PartitionData(partition_id, classes, _federation_classes(config.data, index), splits)
 
 
-def split_indices(class_name: str, config: ExperimentConfig) -> dict[str, list[int]]:
-    """Deterministic train/val/test indices of one class's clips."""
-    n = config.data.clips_per_class
-    rng = np.random.default_rng(config.data.split_seed + zlib.crc32(class_name.encode()))
+def split_indices(class_name: str, n: int, data: DataSettings) -> dict[str, list[int]]:
+    """Deterministic train/val/test indices of one class's ``n`` clips (a seeded permutation)."""
+    rng = np.random.default_rng(data.split_seed + zlib.crc32(class_name.encode()))
     order = rng.permutation(n).tolist()
-    n_train = max(1, round(config.data.train_ratio * n))
-    n_val = round(config.data.val_ratio * n)
+    n_train = max(1, round(data.train_ratio * n))
+    n_val = round(data.val_ratio * n)
     return {
         "train": order[:n_train],
         "val": order[n_train : n_train + n_val],
@@ -78,7 +99,53 @@ def split_indices(class_name: str, config: ExperimentConfig) -> dict[str, list[i
     }
 
 
-def procedural_clip(class_name: str, index: int, config: ExperimentConfig) -> Clip:
+def _federation_classes(data: DataSettings, index: DatasetIndex) -> list[str]:
+    if data.classes is None:
+        return list(index.classes)
+    return list(dict.fromkeys(index.resolve(ref, where="data.classes") for ref in data.classes))
+
+
+def _partition_classes(
+    config: ExperimentConfig, index: DatasetIndex, partition_id: int, num_partitions: int
+) -> list[str]:
+    all_classes = _federation_classes(config.data, index)
+    node = config.node(partition_id)
+    if node.selected_classes is not None:
+        where = f"Node {partition_id}: selected_classes"
+        chosen = [index.resolve(ref, where=where) for ref in node.selected_classes]
+        outside = [c for c in chosen if c not in all_classes]
+        if outside:
+            raise ConfigError(
+                f"{where} lists {outside}, which are not among the federation's classes {all_classes}. "
+                "Add them to data.classes or select other classes."
+            )
+    elif num_partitions > len(all_classes):
+        raise ConfigError(
+            f"Partitioning by class needs at least one class per node: {num_partitions} nodes "
+            f"but only {len(all_classes)} classes. Use fewer nodes or more classes."
+        )
+    else:
+        chosen = all_classes[partition_id::num_partitions]
+    where = f"Node {partition_id}: excluded_classes"
+    excluded = {index.resolve(ref, where=where) for ref in node.excluded_classes}
+    classes = [c for c in dict.fromkeys(chosen) if c not in excluded]
+    if not classes:
+        raise ConfigError(
+            f"Node {partition_id} has no classes left: excluded_classes removes all of {chosen}. "
+            f"Exclude fewer classes or set nodes.{partition_id}.selected_classes."
+        )
+    return classes
+
+
+def _procedural_splits(classes: list[str], config: ExperimentConfig) -> dict[str, list[Clip]]:
+    splits: dict[str, list[Clip]] = {name: [] for name in SPLITS}
+    for class_name in classes:
+        for split, indices in split_indices(class_name, config.data.clips_per_class, config.data).items():
+            splits[split] += [_procedural_clip(class_name, i, config) for i in indices]
+    return splits
+
+
+def _procedural_clip(class_name: str, index: int, config: ExperimentConfig) -> Clip:
     data = config.data
     identity = (
         f"{GENERATOR_VERSION}/{class_name}/{index}/seed{config.training.seed}"
@@ -97,13 +164,51 @@ def procedural_clip(class_name: str, index: int, config: ExperimentConfig) -> Cl
     )
 
 
-def load_partition(config: ExperimentConfig, partition_id: int, num_partitions: int) -> PartitionData:
-    classes = partition_classes(config, partition_id, num_partitions)
+def _file_splits(
+    classes: list[str], index: DatasetIndex, data: DataSettings, partition_id: int
+) -> tuple[dict[str, list[Clip]], int]:
+    """Clips per split from the readable files of ``classes``, and how many files were skipped."""
+    fold_split = _fold_splits(index, data) if data.split_by == "folds" else None
+    readable: dict[str, list[AudioFile]] = {c: [] for c in classes}
+    skipped = 0
+    for file in index.files:
+        if file.class_name not in readable or (fold_split is not None and file.fold not in fold_split):
+            continue
+        problem = audio_problem(file.path)
+        if problem is None:
+            readable[file.class_name].append(file)
+        else:
+            log.warning("Node %d: skipping %s: %s", partition_id, file.path, problem)
+            skipped += 1
     splits: dict[str, list[Clip]] = {name: [] for name in SPLITS}
-    for class_name in classes:
-        for split, indices in split_indices(class_name, config).items():
-            splits[split] += [procedural_clip(class_name, i, config) for i in indices]
-    for class_name in classes:
-        if not any(c.class_name == class_name for c in splits["train"]):
-            raise ValueError(f"Node {partition_id}: class '{class_name}' has no training clips")
-    return PartitionData(partition_id, classes, federation_classes(config), splits)
+    for class_name, files in readable.items():
+        if fold_split is not None:
+            for file in files:
+                splits[fold_split[file.fold]].append(_file_clip(file, data))
+        else:
+            for split, indices in split_indices(class_name, len(files), data).items():
+                splits[split] += [_file_clip(files[i], data) for i in indices]
+    return splits, skipped
+
+
+def _fold_splits(index: DatasetIndex, data: DataSettings) -> dict[int, str]:
+    """fold -> split name from ``data.{train,val,test}_folds``; every listed fold must exist."""
+    listed = {"train": data.train_folds, "val": data.val_folds, "test": data.test_folds}
+    present = {file.fold for file in index.files}
+    for split, folds in listed.items():
+        absent = sorted(set(folds) - present)
+        if absent:
+            raise DatasetError(
+                f"data.{split}_folds lists fold(s) {absent}, which the {index.name} metadata does not have "
+                f"(its folds: {sorted(f for f in present if f is not None)})."
+            )
+    return {fold: split for split, folds in listed.items() for fold in folds}
+
+
+def _file_clip(file: AudioFile, data: DataSettings) -> Clip:
+    return Clip(
+        class_name=file.class_name,
+        identity=file_identity(file.path, sample_rate=data.sample_rate, seconds=data.clip_seconds),
+        load=partial(read_audio, file.path, sample_rate=data.sample_rate, seconds=data.clip_seconds),
+        source=file.path,
+    )

@@ -12,15 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.signal import resample_poly
 
 from feda2v_flwr.config.schema import AstSettings
+from feda2v_flwr.data.audio_files import resample
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +105,11 @@ class ASTEncoder:
         self.calls += len(waves)
         outputs = []
         for start in range(0, len(waves), self.settings.batch_size):
-            batch = [self._resample(w) for w in waves[start : start + self.settings.batch_size]]
+            batch = [
+                resample(np.asarray(w, dtype=np.float32), self.sample_rate, AST_SAMPLE_RATE)
+                for w in waves[start : start + self.settings.batch_size]
+            ]
             features = self._extractor(batch, sampling_rate=AST_SAMPLE_RATE, return_tensors="pt")
             hidden = self._model(input_values=features["input_values"].to(self.device)).last_hidden_state
             outputs.append(hidden.float().cpu().numpy())
         return np.concatenate(outputs)
-
-    def _resample(self, wave: np.ndarray) -> np.ndarray:
-        wave = np.asarray(wave, dtype=np.float32)
-        if self.sample_rate == AST_SAMPLE_RATE:
-            return wave
-        g = math.gcd(self.sample_rate, AST_SAMPLE_RATE)
-        return resample_poly(wave, AST_SAMPLE_RATE // g, self.sample_rate // g).astype(np.float32)
