@@ -17,7 +17,7 @@ from feda2v_flwr.checkpoint import CheckpointError, load_checkpoint
 from feda2v_flwr.config import ExperimentConfig, load_config, resolve_run_path
 from feda2v_flwr.data.partition import federation_classes
 from feda2v_flwr.devices import resolve_device
-from feda2v_flwr.encoders import PROFILE_SLOTS, audio_embed_dim, load_text_targets
+from feda2v_flwr.encoders import audio_embed_dim, load_text_targets, target_slots
 from feda2v_flwr.logging_setup import setup_logging
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
 from feda2v_flwr.training.adapters import build_model
@@ -43,8 +43,8 @@ def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
     (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=1))
     f = config.feda2v
     classes = federation_classes(config)
-    slots = PROFILE_SLOTS[f.target_profile]
-    load_text_targets(f.target_profile, classes, f.prompt_template, cache_dir)  # warm the cache for the nodes
+    slots = target_slots(f)
+    load_text_targets(f, classes, cache_dir)  # warm the cache for the nodes
 
     torch.manual_seed(config.training.seed)
     in_dim = audio_embed_dim(config)

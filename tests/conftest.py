@@ -6,7 +6,17 @@ import os
 
 import pytest
 from flwr.server.client_proxy import ClientProxy
-from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    ASTConfig,
+    ASTFeatureExtractor,
+    ASTModel,
+    CLIPTextConfig,
+    CLIPTextModel,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5EncoderModel,
+)
 
 from feda2v_flwr.config import ExperimentConfig, validate_config
 
@@ -92,3 +102,39 @@ def save_tiny_ast(directory) -> str:
     ASTModel(config).save_pretrained(directory)
     ASTFeatureExtractor(num_mel_bins=16, max_length=64).save_pretrained(directory)
     return str(directory)
+
+
+PROMPT_WORDS = (
+    "a photo of clear siren rain dog engine clock tick church bells crickets wind chirping birds door wood knock"
+)
+
+
+def _word_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the test prompts (real runs use the models' own tokenizers)."""
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[EOS]": 2, **{w: i + 3 for i, w in enumerate(PROMPT_WORDS.split())}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]")
+
+
+def save_tiny_text_encoders(directory) -> dict[str, str]:
+    """Randomly initialised CLIP text (hidden 32) and T5 encoders (d_model 24), each saved with
+    a tokenizer like a real local model; returns the ``feda2v.text_encoders`` settings."""
+    clip_dir, t5_dir = directory / "clip", directory / "t5"
+    clip = CLIPTextConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        pad_token_id=0,
+        eos_token_id=2,
+    )
+    CLIPTextModel(clip).save_pretrained(clip_dir)
+    T5EncoderModel(
+        T5Config(vocab_size=64, d_model=24, d_kv=8, d_ff=48, num_layers=1, num_heads=2, pad_token_id=0, eos_token_id=2)
+    ).save_pretrained(t5_dir)
+    for folder in (clip_dir, t5_dir):
+        _word_tokenizer().save_pretrained(folder)
+    return {"clip_model": str(clip_dir), "t5_model": str(t5_dir)}

@@ -64,12 +64,12 @@ def test_cls_only_is_sliced_after_the_full_sequence_is_cached(cache_dir):
 
 def test_minilm_targets_shapes_cache_and_standardisation(cache_dir):
     classes = ["siren", "rain", "dog"]
-    targets = load_text_targets("minilm", classes, "a photo of {label}", cache_dir)
+    targets = load_text_targets(tiny_config().feda2v, classes, cache_dir)
     assert targets.raw["clip"].shape == (3, 384) and targets.raw["t5"].shape == (3, 17, 384)
     np.testing.assert_allclose(np.linalg.norm(targets.raw["clip"], axis=1), 1.0, rtol=1e-5)
     std = targets.standardized("clip")
     np.testing.assert_allclose(std.mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(targets.to_original("clip", std), targets.raw["clip"], atol=1e-6)
     assert len(list((cache_dir / "targets").glob("minilm-*.npz"))) >= 1
-    again = load_text_targets("minilm", classes, "a photo of {label}", cache_dir)
+    again = load_text_targets(tiny_config().feda2v, classes, cache_dir)
     np.testing.assert_array_equal(again.raw["t5"], targets.raw["t5"])

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import TINY, save_tiny_ast, tiny_config
+from conftest import TINY, save_tiny_ast, save_tiny_text_encoders, tiny_config
 from feda2v_flwr.config.loading import PROJECT_ROOT
 from feda2v_flwr.launch import run_simulation
 from feda2v_flwr.reporting import read_metrics
@@ -129,11 +129,19 @@ def test_loading_a_generator_of_another_type_fails_before_training(tmp_path, cac
         build_strategy(gan, tmp_path / "gan")
 
 
-def test_simulation_with_a_tiny_ast_encodes_each_clip_once(tmp_path, cache_dir):
-    ast_dir = save_tiny_ast(tmp_path / "tiny-ast")
-    config = _config_file(tmp_path, cache_dir, audio_encoder="ast", ast={"model": ast_dir})
+def test_simulation_with_a_tiny_ast_and_flux_targets_encodes_each_clip_once(tmp_path, cache_dir):
+    config = _config_file(
+        tmp_path,
+        cache_dir,
+        audio_encoder="ast",
+        ast={"model": save_tiny_ast(tmp_path / "tiny-ast")},
+        target_profile="flux",
+        text_encoders=save_tiny_text_encoders(tmp_path / "text"),
+    )
     status, run_dir = _run(tmp_path, config, "federation.global_rounds=2", "ast")
     assert status == "finished:completed"
     fits = {m["round"]: m for m in read_metrics(run_dir / "metrics.jsonl") if m["phase"] == "fit"}
     assert all(c["encoder_calls"] > 0 for c in fits[1]["clients"].values())  # round 1 encodes train + val
     assert all(c["encoder_calls"] == 0 for c in fits[2]["clients"].values())  # round 2: all from the cache
+    assert json.loads((run_dir / "config.json").read_text())["feda2v"]["target_profile"] == "flux"
+    assert [m for m in read_metrics(run_dir / "metrics.jsonl") if m["phase"] == "evaluate"]

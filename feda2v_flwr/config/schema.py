@@ -40,10 +40,24 @@ class AstSettings(_Section):
     batch_size: int = Field(8, ge=1)
 
 
+class TextEncoderSettings(_Section):
+    """Text encoders of the ``flux`` / ``sd`` target profiles: hub ids or local directories."""
+
+    clip_model: str = "openai/clip-vit-large-patch14"
+    clip_tokenizer: str | None = None  # default: the model's own directory / id
+    clip_sequence_length: int = Field(77, ge=1)
+    t5_model: str = "google/t5-v1_1-xxl"
+    t5_tokenizer: str | None = None
+    t5_sequence_length: int = Field(17, ge=1)  # the original experiments' FLUX prompt length
+
+
 class FedA2VSettings(_Section):
     # Targets and encoder.
-    target_profile: Literal["minilm"] = "minilm"
+    target_profile: Literal["minilm", "flux", "sd"] = "minilm"
     prompt_template: str = "a photo of {label}"
+    text_encoders: TextEncoderSettings = Field(default_factory=TextEncoderSettings)
+    # The original's target file ({class: {'sd': ..., 'flux': {...}}}); replaces the text encoders.
+    targets_file: str | None = None
     audio_encoder: Literal["mel-patch", "ast"] = "mel-patch"
     mel_patch: MelPatchSettings = Field(default_factory=MelPatchSettings)
     ast: AstSettings = Field(default_factory=AstSettings)

@@ -11,6 +11,7 @@ from feda2v_flwr.encoders.text_targets import (
     SlotSpec,
     TextTargets,
     load_text_targets,
+    target_slots,
 )
 
 
@@ -39,4 +40,5 @@ __all__ = [
     "audio_embed_dim",
     "build_audio_encoder",
     "load_text_targets",
+    "target_slots",
 ]

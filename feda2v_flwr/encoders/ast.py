@@ -30,7 +30,8 @@ class ModelLoadError(RuntimeError):
     """A pretrained model that cannot be loaded; the message says how to supply it."""
 
 
-def _load(what: str, model: str, loader):  # noqa: ANN001 (transformers' from_pretrained)
+def load_pretrained(what: str, model: str, loader):  # noqa: ANN001, ANN201 (transformers' from_pretrained)
+    """``loader(model)`` for a hub id or a local directory; failures become one ModelLoadError."""
     looks_local = model.startswith(("/", ".", "~"))
     try:
         if looks_local and not Path(model).expanduser().is_dir():
@@ -39,8 +40,8 @@ def _load(what: str, model: str, loader):  # noqa: ANN001 (transformers' from_pr
     except (OSError, ValueError) as err:
         raise ModelLoadError(
             f"Cannot load the {what} '{model}': {str(err).splitlines()[0]}.\n"
-            f"Give a local directory made with save_pretrained (config.json + weights), e.g. "
-            f"'feda2v.ast.model=/models/ast', or fetch it once on a machine with network access "
+            f"Give a local directory made with save_pretrained (config.json + weights, plus the tokenizer "
+            f"files for a text model), or fetch it once on a machine with network access "
             f"(huggingface-cli download {model}) and run with HF_HUB_OFFLINE=1 so nothing is fetched at run time."
         ) from None
 
@@ -48,7 +49,7 @@ def _load(what: str, model: str, loader):  # noqa: ANN001 (transformers' from_pr
 def ast_config(settings: AstSettings):  # noqa: ANN201 (transformers.ASTConfig)
     from transformers import ASTConfig
 
-    return _load("AST model config", settings.model, ASTConfig.from_pretrained)
+    return load_pretrained("AST model config", settings.model, ASTConfig.from_pretrained)
 
 
 class ASTEncoder:
@@ -91,8 +92,10 @@ class ASTEncoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import ASTFeatureExtractor, ASTModel
 
-        self._extractor = _load("AST feature extractor", self.settings.model, ASTFeatureExtractor.from_pretrained)
-        model = _load("AST model", self.settings.model, ASTModel.from_pretrained)
+        self._extractor = load_pretrained(
+            "AST feature extractor", self.settings.model, ASTFeatureExtractor.from_pretrained
+        )
+        model = load_pretrained("AST model", self.settings.model, ASTModel.from_pretrained)
         model.requires_grad_(False)
         self._model = model.eval().to(self.device)
         log.info("AST encoder %s loaded on %s", self.settings.model, self.device)

