@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 from flwr.server.client_proxy import ClientProxy
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
@@ -138,3 +141,16 @@ def save_tiny_text_encoders(directory) -> dict[str, str]:
     for folder in (clip_dir, t5_dir):
         _word_tokenizer().save_pretrained(folder)
     return {"clip_model": str(clip_dir), "t5_model": str(t5_dir)}
+
+
+FILE_RATE = 22050  # not the 16 kHz the config asks for, so every read resamples
+FOLDER_CLASSES = ("bell", "cat", "dog", "siren")
+
+
+def write_clip(path: Path, seed: int) -> None:
+    """1 s of a tone plus noise, stereo at 22.05 kHz."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(FILE_RATE) / FILE_RATE
+    tone = 0.4 * np.sin(2 * np.pi * rng.uniform(200, 2000) * t) + 0.05 * rng.normal(size=t.size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, np.stack([tone, 0.5 * tone], axis=1), FILE_RATE)

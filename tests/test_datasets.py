@@ -11,23 +11,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import tiny_config
+from conftest import FILE_RATE, FOLDER_CLASSES, tiny_config, write_clip
 from feda2v_flwr.config import ConfigError
 from feda2v_flwr.data import DatasetError, federation_classes, load_partition, partition_classes, read_audio
 from feda2v_flwr.training.task import ClientTask
 
-FILE_RATE = 22050  # not the 16 kHz the config asks for, so every read resamples
 ESC50_CLASSES = {0: "dog", 1: "rooster", 2: "rain"}  # target order is not alphabetical
-FOLDER_CLASSES = ("bell", "cat", "dog", "siren")
-
-
-def write_clip(path: Path, seed: int) -> None:
-    """1 s of a tone plus noise, stereo at 22.05 kHz."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(FILE_RATE) / FILE_RATE
-    tone = 0.4 * np.sin(2 * np.pi * rng.uniform(200, 2000) * t) + 0.05 * rng.normal(size=t.size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(path, np.stack([tone, 0.5 * tone], axis=1), FILE_RATE)
 
 
 @pytest.fixture

@@ -196,7 +196,13 @@ class DataSettings(_Section):
     clips_per_class: int = Field(40, ge=3)  # procedural only
     clip_seconds: float = Field(5.0, gt=0.2)
     sample_rate: int = Field(16000, ge=4000)
-    partitioning: Literal["by_class"] = "by_class"
+    # by_class: disjoint classes, round robin (or nodes.<id>.selected_classes); the others assign
+    # clips with flwr-datasets' partitioners (IID, Dirichlet label skew, k classes per node).
+    partitioning: Literal["by_class", "iid", "dirichlet", "classes_per_node"] = "by_class"
+    dirichlet_alpha: float = Field(0.5, gt=0)
+    min_clips_per_node: int = Field(2, ge=1)  # dirichlet: redraw until every node has this many
+    classes_per_node: int = Field(2, ge=1)
+    partition_seed: int = 42
     # "ratio": a seeded per-class split; "folds": ESC-50's folds.
     split_by: Literal["ratio", "folds"] = "ratio"
     train_ratio: float = Field(0.7, gt=0, lt=1)
@@ -244,3 +250,14 @@ class ExperimentConfig(_Section):
 
     def node(self, partition_id: int) -> NodeSettings:
         return self.nodes.get(str(partition_id), NodeSettings())
+
+    @model_validator(mode="after")
+    def _class_choices_need_by_class(self) -> ExperimentConfig:
+        if self.data.partitioning != "by_class":
+            chosen = [pid for pid, n in self.nodes.items() if n.selected_classes is not None or n.excluded_classes]
+            if chosen:
+                raise ValueError(
+                    f"nodes {chosen} choose their classes, which only data.partitioning 'by_class' honours "
+                    f"(this run uses '{self.data.partitioning}')"
+                )
+        return self

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -16,6 +16,7 @@ from feda2v_flwr.config.schema import DataSettings, ExperimentConfig
 from feda2v_flwr.data.audio_files import audio_problem, file_identity, read_audio
 from feda2v_flwr.data.datasets import AudioFile, DatasetError, DatasetIndex, index_dataset
 from feda2v_flwr.data.procedural import GENERATOR_VERSION, synthesize
+from feda2v_flwr.data.sample_partitions import assign_samples
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,10 @@ def federation_classes(config: ExperimentConfig) -> list[str]:
 
 
 def partition_classes(config: ExperimentConfig, partition_id: int, num_partitions: int) -> list[str]:
-    """Disjoint class sets: class k goes to partition k mod N, unless the node selects its own;
-    then the node's ``excluded_classes`` are removed."""
+    """By class: class k goes to partition k mod N, unless the node selects its own; then the
+    node's ``excluded_classes`` are removed. Sample-level partitionings: the classes it got."""
+    if config.data.partitioning != "by_class":
+        return load_partition(config, partition_id, num_partitions).classes
     return _partition_classes(config, index_dataset(config.data), partition_id, num_partitions)
 
 
@@ -63,11 +66,14 @@ def load_partition(config: ExperimentConfig, partition_id: int, num_partitions: 
         index = index_dataset(config.data)
     except DatasetError as err:
         raise DatasetError(f"Node {partition_id}: {err}") from None
-    classes = _partition_classes(config, index, partition_id, num_partitions)
-    if index.name == "procedural":
+    if config.data.partitioning != "by_class":
+        classes, splits, skipped = _sample_level_splits(config, index, partition_id, num_partitions)
+    elif index.name == "procedural":
+        classes = _partition_classes(config, index, partition_id, num_partitions)
         splits, skipped = _procedural_splits(classes, config), 0
     else:
-        splits, skipped = _file_splits(classes, index, config.data, partition_id)
+        classes = _partition_classes(config, index, partition_id, num_partitions)
+        splits, skipped = _file_splits(classes, index.files, index, config.data, partition_id)
     for class_name in classes:
         if not any(c.class_name == class_name for c in splits["train"]):
             where = f" in data.train_folds {config.data.train_folds}" if config.data.split_by == "folds" else ""
@@ -164,14 +170,43 @@ def _procedural_clip(class_name: str, index: int, config: ExperimentConfig) -> C
     )
 
 
+def _sample_level_splits(
+    config: ExperimentConfig, index: DatasetIndex, partition_id: int, num_partitions: int
+) -> tuple[list[str], dict[str, list[Clip]], int]:
+    """IID / Dirichlet / k-classes-per-node: flwr-datasets assigns clips of every class to nodes;
+    each node then splits its clips of each class into train / val / test."""
+    data = config.data
+    federation = _federation_classes(data, index)
+    label = {c: i for i, c in enumerate(federation)}
+    if index.name == "procedural":
+        items: list[tuple[str, int] | AudioFile] = [(c, i) for c in federation for i in range(data.clips_per_class)]
+        skipped = 0
+    else:
+        items = [f for f in index.files if f.class_name in label and audio_problem(f.path) is None]
+        skipped = sum(1 for f in index.files if f.class_name in label) - len(items)
+    labels = [label[item[0] if isinstance(item, tuple) else item.class_name] for item in items]
+    mine = [items[i] for i in assign_samples(labels, num_partitions, data)[partition_id]]
+    if index.name == "procedural":
+        classes = [c for c in federation if any(item[0] == c for item in mine)]
+        splits: dict[str, list[Clip]] = {name: [] for name in SPLITS}
+        for class_name in classes:
+            numbers = [i for c, i in mine if c == class_name]
+            for split, positions in split_indices(class_name, len(numbers), data).items():
+                splits[split] += [_procedural_clip(class_name, numbers[p], config) for p in positions]
+        return classes, splits, 0
+    classes = [c for c in federation if any(f.class_name == c for f in mine)]
+    splits, _ = _file_splits(classes, mine, index, data, partition_id)
+    return classes, splits, skipped
+
+
 def _file_splits(
-    classes: list[str], index: DatasetIndex, data: DataSettings, partition_id: int
+    classes: list[str], files: Sequence[AudioFile], index: DatasetIndex, data: DataSettings, partition_id: int
 ) -> tuple[dict[str, list[Clip]], int]:
-    """Clips per split from the readable files of ``classes``, and how many files were skipped."""
+    """Clips per split from the readable ``files`` of ``classes``, and how many files were skipped."""
     fold_split = _fold_splits(index, data) if data.split_by == "folds" else None
     readable: dict[str, list[AudioFile]] = {c: [] for c in classes}
     skipped = 0
-    for file in index.files:
+    for file in files:
         if file.class_name not in readable or (fold_split is not None and file.fold not in fold_split):
             continue
         problem = audio_problem(file.path)
