@@ -66,3 +66,10 @@ def test_the_cache_key_changes_with_the_model_and_the_clip_length(tiny_ast, tmp_
     assert key == build_audio_encoder(_config(tiny_ast)).cache_key()
     assert key != build_audio_encoder(_config(other)).cache_key()  # another checkpoint
     assert key != build_audio_encoder(_config(tiny_ast, clip_seconds=2.0)).cache_key()
+
+
+def test_new_weights_in_the_same_folder_are_a_new_cache_key(tmp_path):
+    folder = save_tiny_ast(tmp_path / "model")
+    key = build_audio_encoder(_config(folder)).cache_key()
+    save_tiny_ast(tmp_path / "model")  # other random weights, same path, within the same second
+    assert build_audio_encoder(_config(folder)).cache_key() != key

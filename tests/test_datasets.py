@@ -135,15 +135,25 @@ def test_unknown_or_unusable_classes_fail_naming_node_and_class(folder_root):
         )
 
 
-def test_a_corrupt_file_is_skipped_with_one_warning_naming_it(folder_root, caplog, propagating_logs):
+@pytest.mark.parametrize("partitioning", ["by_class", "iid"])
+def test_a_corrupt_file_is_skipped_with_one_warning_naming_it(folder_root, caplog, propagating_logs, partitioning):
     corrupt = folder_root / "cat" / "x.wav"
     corrupt.write_bytes(np.random.default_rng(0).bytes(3000))
     with caplog.at_level(logging.INFO, logger="feda2v_flwr"):
-        data = load_partition(tiny_config(**folder(folder_root)), 0, 1)
+        data = load_partition(tiny_config(**folder(folder_root, partitioning=partitioning)), 0, 1)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(corrupt) in warnings[0]
     assert sum(c.class_name == "cat" for split in data.splits.values() for c in split) == 6
     assert any("1 unreadable files skipped" in r.getMessage() for r in caplog.records)
+
+
+def test_clip_level_partitions_with_fold_splits_drop_classes_without_training_clips(esc50_root):
+    config = tiny_config(
+        **esc50(esc50_root, partitioning="iid", split_by="folds", train_folds=[1], val_folds=[2], test_folds=[3, 4, 5])
+    )
+    for pid in range(4):
+        data = load_partition(config, pid, 4)
+        assert data.classes and all(any(c.class_name == k for c in data.splits["train"]) for k in data.classes)
 
 
 def test_a_class_without_readable_training_clips_fails_naming_node_and_class(folder_root):

@@ -65,3 +65,21 @@ def test_dirichlet_over_audio_files(tmp_path):
 def test_nodes_cannot_choose_classes_under_sample_level_partitioning():
     with pytest.raises(ConfigError, match="only data.partitioning 'by_class' honours"):
         tiny_config(data={"partitioning": "iid"}, nodes={"0": {"selected_classes": ["dog"]}})
+
+
+def test_classes_per_node_covers_every_class_or_says_why_it_cannot():
+    config = tiny_config(
+        data={"partitioning": "classes_per_node", "classes_per_node": 2}, federation={"num_clients": 3}
+    )
+    per_node = [partition_classes(config, pid, 3) for pid in range(3)]
+    assert all(len(c) == 2 for c in per_node) and set().union(*per_node) == {"siren", "rain", "dog", "engine"}
+    too_few = tiny_config(data={"partitioning": "classes_per_node", "classes_per_node": 1})
+    with pytest.raises(ConfigError, match="cannot cover the 4 classes"):
+        load_partition(too_few, 0, 2)
+
+
+@pytest.mark.filterwarnings("ignore:The specified min_partition_size")
+def test_an_impossible_dirichlet_draw_names_the_keys_to_change():
+    config = tiny_config(data={"partitioning": "dirichlet", "min_clips_per_node": 30, "clips_per_class": 10})
+    with pytest.raises(ConfigError, match="data.dirichlet_alpha.*data.min_clips_per_node"):
+        load_partition(config, 0, 2)

@@ -83,3 +83,21 @@ def test_a_node_trains_flux_shaped_adapters_on_ast_tokens(encoders, tmp_path):
     assert outcome.metrics["train_loss_clip"] > 0 and outcome.metrics["train_loss_t5"] > 0
     emb, _ = task.split("train")
     assert task.model["t5"](emb[:2]).shape == (2, 17, 24) and task.model["clip"](emb[:2]).shape == (2, 32)
+
+
+def test_flux_targets_are_exactly_the_unmasked_encoder_outputs(encoders, tmp_path):
+    from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
+
+    f = tiny_config(feda2v={"target_profile": "flux", "text_encoders": encoders}).feda2v
+    targets = load_text_targets(f, CLASSES, tmp_path)
+    prompts = [f"a photo of {c}" for c in CLASSES]
+
+    def ids(model: str, length: int) -> torch.Tensor:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        return tokenizer(prompts, padding="max_length", max_length=length, return_tensors="pt")["input_ids"]
+
+    with torch.no_grad():
+        pooled = CLIPTextModel.from_pretrained(encoders["clip_model"])(ids(encoders["clip_model"], 77)).pooler_output
+        states = T5EncoderModel.from_pretrained(encoders["t5_model"])(ids(encoders["t5_model"], 17)).last_hidden_state
+    np.testing.assert_allclose(targets.raw["clip"], pooled.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(targets.raw["t5"], states.numpy(), rtol=1e-5, atol=1e-5)  # padding included

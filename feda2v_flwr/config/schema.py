@@ -141,6 +141,8 @@ class FedA2VSettings(_Section):
                 "adapter_load_checkpoint is true but neither adapter_checkpoint_path nor "
                 "generator_checkpoint_path is set"
             )
+        if self.targets_file and self.target_profile == "minilm":
+            raise ValueError("targets_file holds FLUX or SD targets: set target_profile to 'flux' or 'sd'")
         if self.generator_type == "gan" and self.vae_arch != "flat":
             raise ValueError("vae_arch chooses a VAE design; with generator_type 'gan' leave vae_arch at 'flat'")
         if self.adapter_aggregation_mode == "kd" and not self.use_generator:

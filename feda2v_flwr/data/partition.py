@@ -1,4 +1,5 @@
-"""Which classes and clips a node holds: non-IID (disjoint classes) partitions and splits."""
+"""Which classes and clips a node holds (disjoint classes, or clip-level IID / Dirichlet /
+k classes per node) and its train / val / test splits."""
 
 from __future__ import annotations
 
@@ -180,10 +181,8 @@ def _sample_level_splits(
     label = {c: i for i, c in enumerate(federation)}
     if index.name == "procedural":
         items: list[tuple[str, int] | AudioFile] = [(c, i) for c in federation for i in range(data.clips_per_class)]
-        skipped = 0
-    else:
-        items = [f for f in index.files if f.class_name in label and audio_problem(f.path) is None]
-        skipped = sum(1 for f in index.files if f.class_name in label) - len(items)
+    else:  # every node partitions the same listing; each probes (and warns about) its own files
+        items = [f for f in index.files if f.class_name in label]
     labels = [label[item[0] if isinstance(item, tuple) else item.class_name] for item in items]
     mine = [items[i] for i in assign_samples(labels, num_partitions, data)[partition_id]]
     if index.name == "procedural":
@@ -195,8 +194,16 @@ def _sample_level_splits(
                 splits[split] += [_procedural_clip(class_name, numbers[p], config) for p in positions]
         return classes, splits, 0
     classes = [c for c in federation if any(f.class_name == c for f in mine)]
-    splits, _ = _file_splits(classes, mine, index, data, partition_id)
-    return classes, splits, skipped
+    splits, skipped = _file_splits(classes, mine, index, data, partition_id)
+    trained = [c for c in classes if any(clip.class_name == c for clip in splits["train"])]
+    if trained != classes:  # e.g. a class whose clips on this node all fell in val/test folds
+        log.warning(
+            "Node %d: no training clips for %s; they are left out on this node",
+            partition_id,
+            sorted(set(classes) - set(trained)),
+        )
+        splits = {s: [c for c in clips if c.class_name in trained] for s, clips in splits.items()}
+    return trained, splits, skipped
 
 
 def _file_splits(

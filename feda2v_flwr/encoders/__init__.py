@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from feda2v_flwr.config.schema import ExperimentConfig
-from feda2v_flwr.encoders.ast import ASTEncoder, ModelLoadError, ast_config
+from feda2v_flwr.encoders.ast import ASTEncoder, ast_config
 from feda2v_flwr.encoders.cache import EmbeddingCache
 from feda2v_flwr.encoders.mel_patch import MelPatchEncoder
+from feda2v_flwr.encoders.pretrained import ModelLoadError
 from feda2v_flwr.encoders.text_targets import (
     PROFILE_SLOTS,
     SlotSpec,

