@@ -217,3 +217,18 @@ def test_client_task_encodes_real_audio_files(folder_root, cache_dir):
     assert emb.shape[2] == 48 and emb.shape[1] > 1 and np.isfinite(emb.numpy()).all()
     assert sorted(set(labels.tolist())) == [0, 2]  # labels index the federation's classes
     assert task.cache.encoder.calls == 8
+
+
+def test_a_file_with_a_readable_header_but_a_damaged_body_is_skipped_at_encoding(
+    folder_root, cache_dir, caplog, propagating_logs
+):
+    damaged = folder_root / "cat" / "cat_4.flac"
+    raw = bytearray(damaged.read_bytes())
+    raw[200:] = np.random.default_rng(1).bytes(len(raw) - 200)  # keep the header, break the frames
+    damaged.write_bytes(bytes(raw))
+    config = tiny_config(**folder(folder_root, cache_dir=str(cache_dir), train_ratio=0.99, val_ratio=0.0))
+    task = ClientTask(config, 0, 1, cache_dir)
+    with caplog.at_level(logging.WARNING, logger="feda2v_flwr"):
+        emb, labels = task.split("train")
+    assert any(str(damaged) in r.getMessage() for r in caplog.records)
+    assert len(labels) == len(emb) == len(task.partition.splits["train"]) - 1

@@ -58,10 +58,7 @@ def read_audio(path: Path, *, sample_rate: int, seconds: float) -> np.ndarray:
             native_rate = audio.samplerate
             wave = audio.read(frames=math.ceil(seconds * native_rate), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as err:
-        raise ValueError(
-            f"Could not read the audio file {path} ({err}). It was readable when the partition was built: "
-            "check that it was not moved, truncated or replaced during the run."
-        ) from err
+        raise ValueError(f"cannot decode the audio ({err}); the file is damaged, moved or replaced") from err
     mono = resample(wave.mean(axis=1), native_rate, sample_rate)  # (frames, channels) -> (frames,)
     length = int(round(seconds * sample_rate))
     mono = np.pad(mono[:length], (0, max(0, length - mono.size)))

@@ -36,20 +36,35 @@ class EmbeddingCache:
         self.directory = Path(cache_dir) / "embeddings" / encoder.cache_key()
         self.directory.mkdir(parents=True, exist_ok=True)
         self.batch_size = batch_size
+        self.failed: set[str] = set()  # identities of clips whose audio could not be decoded
 
     def _file(self, clip: Clip) -> Path:
         return self.directory / f"{hashlib.sha256(clip.identity.encode()).hexdigest()[:32]}.npy"
 
     def embed(self, clips: Sequence[Clip]) -> np.ndarray:
-        """(N, T, D) embeddings of ``clips``, encoding only the ones not cached yet."""
-        missing = [c for c in clips if not self._file(c).exists()]
+        """(N, T, D) embeddings of ``clips``, encoding only the ones not cached yet.
+
+        A clip whose audio cannot be decoded (a damaged file whose header still reads) is left
+        out with one warning naming it and recorded in ``failed``; the rows follow the order of
+        the remaining clips."""
+        missing = [c for c in clips if not self._file(c).exists() and c.identity not in self.failed]
         if missing:
             log.info("Encoding %d of %d clips (the rest are cached in %s)", len(missing), len(clips), self.directory)
         for start in range(0, len(missing), self.batch_size):
-            batch = missing[start : start + self.batch_size]
-            for clip, emb in zip(batch, self.encoder.encode([c.load() for c in batch]), strict=True):
+            batch, waves = [], []
+            for clip in missing[start : start + self.batch_size]:
+                try:
+                    waves.append(clip.load())
+                    batch.append(clip)
+                except ValueError as err:
+                    log.warning("Skipping %s: %s", clip.source or clip.identity, err)
+                    self.failed.add(clip.identity)
+            for clip, emb in zip(batch, self.encoder.encode(waves) if batch else [], strict=True):
                 _atomic_save(self._file(clip), emb.astype(np.float32))
-        return np.stack([np.load(self._file(c)) for c in clips])
+        kept = [c for c in clips if c.identity not in self.failed]
+        if clips and not kept:
+            raise ValueError(f"None of the {len(clips)} clips could be decoded; see the warnings above")
+        return np.stack([np.load(self._file(c)) for c in kept]) if kept else np.zeros((0, 1, self.encoder.embed_dim))
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:

@@ -87,6 +87,7 @@ class ClientTask:
             clips = self.partition.splits[name]
             if clips:
                 emb = torch.from_numpy(self.cache.embed(clips))
+                clips = [c for c in clips if c.identity not in self.cache.failed]  # undecodable audio left out
             else:
                 emb = torch.zeros((0, 1, self.cache.encoder.embed_dim))
             if self.cls_only:
