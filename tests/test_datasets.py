@@ -232,3 +232,13 @@ def test_a_file_with_a_readable_header_but_a_damaged_body_is_skipped_at_encoding
         emb, labels = task.split("train")
     assert any(str(damaged) in r.getMessage() for r in caplog.records)
     assert len(labels) == len(emb) == len(task.partition.splits["train"]) - 1
+
+
+def test_a_node_can_have_its_own_split_ratios_and_seed():
+    config = tiny_config(nodes={"1": {"train_ratio": 0.5, "val_ratio": 0.2, "split_seed": 7}})
+    default, own = load_partition(config, 0, 2), load_partition(config, 1, 2)
+    assert {s: default.count(s) for s in ("train", "val", "test")} == {"train": 14, "val": 2, "test": 4}
+    assert {s: own.count(s) for s in ("train", "val", "test")} == {"train": 10, "val": 4, "test": 6}
+    bad = tiny_config(nodes={"0": {"train_ratio": 0.9, "val_ratio": 0.2}})
+    with pytest.raises(ConfigError, match="nodes.0: its split settings"):
+        load_partition(bad, 0, 2)

@@ -184,6 +184,10 @@ class NodeSettings(_Section):
     selected_classes: list[str | int] | None = None  # None: the round-robin share
     excluded_classes: list[str | int] = Field(default_factory=list)  # removed from the selection
     use_cls_token_only: bool | None = None
+    # This node's train / val / test split (None: the data section's).
+    train_ratio: float | None = Field(None, gt=0, lt=1)
+    val_ratio: float | None = Field(None, ge=0, lt=1)
+    split_seed: int | None = None
     # Client generator overrides for this node.
     generator_granularity: Literal["unified", "per_class", "per_group"] | None = None
     generator_train_classes: list[str] | None = None

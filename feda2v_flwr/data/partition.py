@@ -67,14 +67,15 @@ def load_partition(config: ExperimentConfig, partition_id: int, num_partitions: 
         index = index_dataset(config.data)
     except DatasetError as err:
         raise DatasetError(f"Node {partition_id}: {err}") from None
+    split_data = node_split_settings(config, partition_id)
     if config.data.partitioning != "by_class":
-        classes, splits, skipped = _sample_level_splits(config, index, partition_id, num_partitions)
+        classes, splits, skipped = _sample_level_splits(config, index, partition_id, num_partitions, split_data)
     elif index.name == "procedural":
         classes = _partition_classes(config, index, partition_id, num_partitions)
-        splits, skipped = _procedural_splits(classes, config), 0
+        splits, skipped = _procedural_splits(classes, config, split_data), 0
     else:
         classes = _partition_classes(config, index, partition_id, num_partitions)
-        splits, skipped = _file_splits(classes, index.files, index, config.data, partition_id)
+        splits, skipped = _file_splits(classes, index.files, index, split_data, partition_id)
     for class_name in classes:
         if not any(c.class_name == class_name for c in splits["train"]):
             where = f" in data.train_folds {config.data.train_folds}" if config.data.split_by == "folds" else ""
@@ -144,10 +145,24 @@ def _partition_classes(
     return classes
 
 
-def _procedural_splits(classes: list[str], config: ExperimentConfig) -> dict[str, list[Clip]]:
+def node_split_settings(config: ExperimentConfig, partition_id: int) -> DataSettings:
+    """The data section with this node's own ``train_ratio`` / ``val_ratio`` / ``split_seed``."""
+    node = config.node(partition_id)
+    overrides = {
+        k: getattr(node, k) for k in ("train_ratio", "val_ratio", "split_seed") if getattr(node, k) is not None
+    }
+    if not overrides:
+        return config.data
+    try:
+        return DataSettings.model_validate({**config.data.model_dump(), **overrides})
+    except ValueError as err:
+        raise ConfigError(f"nodes.{partition_id}: its split settings {overrides} are invalid: {err}") from None
+
+
+def _procedural_splits(classes: list[str], config: ExperimentConfig, data: DataSettings) -> dict[str, list[Clip]]:
     splits: dict[str, list[Clip]] = {name: [] for name in SPLITS}
     for class_name in classes:
-        for split, indices in split_indices(class_name, config.data.clips_per_class, config.data).items():
+        for split, indices in split_indices(class_name, data.clips_per_class, data).items():
             splits[split] += [_procedural_clip(class_name, i, config) for i in indices]
     return splits
 
@@ -172,7 +187,7 @@ def _procedural_clip(class_name: str, index: int, config: ExperimentConfig) -> C
 
 
 def _sample_level_splits(
-    config: ExperimentConfig, index: DatasetIndex, partition_id: int, num_partitions: int
+    config: ExperimentConfig, index: DatasetIndex, partition_id: int, num_partitions: int, split_data: DataSettings
 ) -> tuple[list[str], dict[str, list[Clip]], int]:
     """IID / Dirichlet / k-classes-per-node: flwr-datasets assigns clips of every class to nodes;
     each node then splits its clips of each class into train / val / test."""
@@ -190,11 +205,11 @@ def _sample_level_splits(
         splits: dict[str, list[Clip]] = {name: [] for name in SPLITS}
         for class_name in classes:
             numbers = [i for c, i in mine if c == class_name]
-            for split, positions in split_indices(class_name, len(numbers), data).items():
+            for split, positions in split_indices(class_name, len(numbers), split_data).items():
                 splits[split] += [_procedural_clip(class_name, numbers[p], config) for p in positions]
         return classes, splits, 0
     classes = [c for c in federation if any(f.class_name == c for f in mine)]
-    splits, skipped = _file_splits(classes, mine, index, data, partition_id)
+    splits, skipped = _file_splits(classes, mine, index, split_data, partition_id)
     trained = [c for c in classes if any(clip.class_name == c for clip in splits["train"])]
     if trained != classes:  # e.g. a class whose clips on this node all fell in val/test folds
         log.warning(
