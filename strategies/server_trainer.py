@@ -21,9 +21,9 @@ from feda2v_flwr.models.generators import Condition
 from feda2v_flwr.models.losses import adapter_loss
 from feda2v_flwr.models.sequence import pool_tokens
 from feda2v_flwr.training.generator_learner import (
+    GeneratorFactory,
     GeneratorLearner,
     GeneratorMismatchError,
-    build_from_settings,
     condition_slots_for,
 )
 from feda2v_flwr.training.statistics import ClassStats
@@ -102,32 +102,26 @@ class ServerGeneratorTrainer:
         self.config = config
         self.f = config.feda2v
         self.device = device
-        self.input_dim = input_dim
-        self.condition_slots = condition_slots_for(self.f.generator_conditioning, slot_shapes)
         self.adapters = adapters.to(device)
         self.finetune_optimizer = torch.optim.AdamW(adapters.parameters(), lr=self.f.global_model_train_learning_rate)
         self.learner: GeneratorLearner | None = None
-        self.total_generator_epochs = self.f.generator_training_epochs * config.federation.global_rounds
+        self.factory = GeneratorFactory(
+            settings=self.f,
+            input_dim=input_dim,
+            condition_slots=condition_slots_for(self.f.generator_conditioning, slot_shapes),
+            total_epochs=self.f.generator_training_epochs * config.federation.global_rounds,
+            device=device,
+        )
         self.rng = torch.Generator().manual_seed(config.training.seed + 10_007)
 
     # ---- setup -----------------------------------------------------------------------------
     def setup_generator(self, *, audio_length: int) -> GeneratorLearner:
         if self.learner is None:
-            model, discriminator = build_from_settings(
-                self.f,
-                input_dim=self.input_dim,
+            self.learner = self.factory.new(
                 sequence_length=self.f.generator_training_sequence_length or audio_length,
-                condition_slots=self.condition_slots,
                 seed=self.config.training.seed + 20_011,
             )
-            self.learner = GeneratorLearner(
-                model,
-                discriminator=discriminator,
-                learning_rate=self.f.generator_learning_rate,
-                total_epochs=self.total_generator_epochs,
-                beta_max=self.f.generator_beta_max,
-                device=self.device,
-            )
+            model = self.learner.model
             log.info(
                 "Server generator: %s %s, %.2f M parameters",
                 type(model).__name__,
@@ -338,21 +332,7 @@ class ServerGeneratorTrainer:
                 f"{source} holds no generator (it was saved with use_generator false): train one first or set "
                 "generator_load_checkpoint to false"
             )
-        self.learner = GeneratorLearner.from_state(
-            state,
-            expected_type=self.f.generator_type,
-            learning_rate=self.f.generator_learning_rate,
-            total_epochs=self.total_generator_epochs,
-            beta_max=self.f.generator_beta_max,
-            device=self.device,
-            source=source,
-        )
-        self.learner.check_compatible(
-            input_dim=self.input_dim,
-            condition_slots=self.condition_slots,
-            interpolation=self.f.generator_interpolation,
-            source=source,
-        )
+        self.learner = self.factory.restore(state, source)
         log.info("Server generator loaded from %s: %s", source, type(self.learner.model).__name__)
 
     def load_finetune_state(self, state: dict) -> None:

@@ -38,9 +38,9 @@ from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.data.partition import federation_classes, partition_classes
 from feda2v_flwr.models.sequence import pool_tokens, resize_tokens
 from feda2v_flwr.training.generator_learner import (
+    GeneratorFactory,
     GeneratorLearner,
     GeneratorMismatchError,
-    build_from_settings,
     condition_slots_for,
 )
 
@@ -149,12 +149,16 @@ class ClientGenerators:
         self.partition_id = partition_id
         self.class_index = class_index
         self.targets = targets  # slot -> (num federation classes, *slot shape), standardised
-        self.input_dim = input_dim
-        self.device = device
         self.plan = generator_plan(config, partition_id, classes)
         slot_shapes = {slot: tuple(t.shape[1:]) for slot, t in targets.items()}
         self.condition_slots = condition_slots_for(self.f.generator_conditioning, slot_shapes)
-        self.total_epochs = self.f.generator_training_epochs * config.federation.global_rounds
+        self.factory = GeneratorFactory(
+            settings=self.f,
+            input_dim=input_dim,
+            condition_slots=self.condition_slots,
+            total_epochs=self.f.generator_training_epochs * config.federation.global_rounds,
+            device=device,
+        )
         self.generators: dict[str, NodeGenerator] = {}
 
     # ---- setup -------------------------------------------------------------------------------
@@ -176,25 +180,12 @@ class ClientGenerators:
             if entry is not None:
                 learner = self._restore(entry, source, classes)
             if learner is None:
-                learner = self._new_learner(audio_length, seed)
+                sequence_length = self.f.generator_training_sequence_length or audio_length
+                learner = self.factory.new(sequence_length=sequence_length, seed=seed)
             self.generators[key] = NodeGenerator(key, classes, learner)
 
     def _restore(self, entry: dict[str, Any], source: str, classes: list[str]) -> GeneratorLearner | None:
-        learner = GeneratorLearner.from_state(
-            entry["learner"],
-            expected_type=self.f.generator_type,
-            learning_rate=self.f.generator_learning_rate,
-            total_epochs=self.total_epochs,
-            beta_max=self.f.generator_beta_max,
-            device=self.device,
-            source=source,
-        )
-        learner.check_compatible(
-            input_dim=self.input_dim,
-            condition_slots=self.condition_slots,
-            interpolation=self.f.generator_interpolation,
-            source=source,
-        )
+        learner = self.factory.restore(entry["learner"], source)
         if sorted(entry["classes"]) != sorted(classes):
             if self.f.reset_generator_on_class_change:
                 log.info(
@@ -213,23 +204,6 @@ class ClientGenerators:
                 classes,
             )
         return learner
-
-    def _new_learner(self, audio_length: int, seed: int) -> GeneratorLearner:
-        model, discriminator = build_from_settings(
-            self.f,
-            input_dim=self.input_dim,
-            sequence_length=self.f.generator_training_sequence_length or audio_length,
-            condition_slots=self.condition_slots,
-            seed=seed,
-        )
-        return GeneratorLearner(
-            model,
-            discriminator=discriminator,
-            learning_rate=self.f.generator_learning_rate,
-            total_epochs=self.total_epochs,
-            beta_max=self.f.generator_beta_max,
-            device=self.device,
-        )
 
     def _pretrained(self, path: Path) -> dict[str, tuple[dict[str, Any], str]]:
         """Generator key -> (entry, file) from a checkpoint or a folder of them; this node's own

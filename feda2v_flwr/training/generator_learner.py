@@ -9,6 +9,7 @@ arguments, so a saved generator is rebuilt exactly without the config that made 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -106,6 +107,8 @@ def _build(
 
 
 class GeneratorLearner:
+    """One generator with its optimizers, loss schedules and epoch counter."""
+
     def __init__(
         self,
         model: SequenceGenerator,
@@ -180,15 +183,7 @@ class GeneratorLearner:
     def _vae_step(self, inputs, clean, condition, full, rng) -> dict[str, float] | None:
         recon, mu, logvar = self.model(inputs, condition, generator=rng)
         total, recon_loss, kl, sim = self.loss(recon, clean, mu, logvar, self.epochs_done)
-        losses = {"loss": total, "recon": recon_loss, "kl": kl, "sim": sim}
-        upsample = self._upsampler_loss(clean, full)
-        if upsample is not None:
-            losses["upsample"] = upsample
-            total = total + upsample
-        if not torch.isfinite(total):
-            return None
-        self._apply(self.optimizer, self.model, total)
-        return {k: v.item() for k, v in losses.items()}
+        return self._step_generator({"loss": total, "recon": recon_loss, "kl": kl, "sim": sim}, total, clean, full)
 
     def _gan_step(self, clean, condition, full, rng) -> dict[str, float] | None:
         assert self.discriminator is not None and self.discriminator_optimizer is not None
@@ -202,8 +197,12 @@ class GeneratorLearner:
             return None
         self._apply(self.discriminator_optimizer, self.discriminator, d_loss)
         g_loss = gan_generator_loss(self.discriminator(fake, condition))
-        total = g_loss
-        losses = {"loss": g_loss, "discriminator": d_loss.detach()}
+        return self._step_generator({"loss": g_loss, "discriminator": d_loss.detach()}, g_loss, clean, full)
+
+    def _step_generator(
+        self, losses: dict[str, torch.Tensor], total: torch.Tensor, clean: torch.Tensor, full: torch.Tensor
+    ) -> dict[str, float] | None:
+        """Add the learned upsampler's loss, then step the generator unless the total is not finite."""
         upsample = self._upsampler_loss(clean, full)
         if upsample is not None:
             losses["upsample"] = upsample
@@ -314,3 +313,53 @@ class GeneratorLearner:
                 f"{source} is conditioned on {model.condition.slots or 'nothing'} but this run's "
                 f"generator_conditioning gives {condition_slots or 'nothing'}"
             )
+
+
+@dataclass(frozen=True)
+class GeneratorFactory:
+    """How one run builds and restores generators (the server's and the nodes'): the config ->
+    learner mapping and the compatibility checks live here once."""
+
+    settings: FedA2VSettings
+    input_dim: int
+    condition_slots: dict[str, list[int]]
+    total_epochs: int
+    device: str | torch.device = "cpu"
+
+    def new(self, *, sequence_length: int, seed: int) -> GeneratorLearner:
+        f = self.settings
+        model, discriminator = build_from_settings(
+            f,
+            input_dim=self.input_dim,
+            sequence_length=sequence_length,
+            condition_slots=self.condition_slots,
+            seed=seed,
+        )
+        return GeneratorLearner(
+            model,
+            discriminator=discriminator,
+            learning_rate=f.generator_learning_rate,
+            total_epochs=self.total_epochs,
+            beta_max=f.generator_beta_max,
+            device=self.device,
+        )
+
+    def restore(self, state: dict[str, Any], source: str) -> GeneratorLearner:
+        """The saved generator rebuilt exactly, after checking it can serve this run."""
+        f = self.settings
+        learner = GeneratorLearner.from_state(
+            state,
+            expected_type=f.generator_type,
+            learning_rate=f.generator_learning_rate,
+            total_epochs=self.total_epochs,
+            beta_max=f.generator_beta_max,
+            device=self.device,
+            source=source,
+        )
+        learner.check_compatible(
+            input_dim=self.input_dim,
+            condition_slots=self.condition_slots,
+            interpolation=f.generator_interpolation,
+            source=source,
+        )
+        return learner
