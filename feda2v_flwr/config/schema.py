@@ -38,6 +38,10 @@ class AstSettings(_Section):
 
     model: str = "MIT/ast-finetuned-audioset-10-10-0.4593"
     batch_size: int = Field(8, ge=1)
+    # Log-mel frames per clip (None: the model's own, 1024 for the AudioSet model = 10.24 s). A
+    # shorter length cuts the token count (512 frames: 602 tokens); the time axis of the position
+    # embeddings is centre-cropped (shorter) or interpolated (longer), as the AST authors did.
+    max_length: int | None = Field(None, ge=16)
 
 
 class TextEncoderSettings(_Section):
@@ -76,6 +80,9 @@ class FedA2VSettings(_Section):
     t5_adapter_learning_rate_schedule: bool = False
     adapter_cosine_loss_weight: float = Field(0.0, ge=0)
     optimizer_clip_gradients: bool = False
+    # Precision of the arrays sent each round (adapters both ways, class statistics up); the server
+    # aggregates in float32. float16 halves the bytes; values beyond +-65504 fail validation.
+    transfer_dtype: Literal["float32", "float16"] = "float32"
     adapter_aggregation_mode: Literal["avg", "avg_unweighted", "none", "kd"] = "avg"
     # kd: distil the global adapters from the clients' adapters on the server generator's samples.
     kd_training_epochs: int = Field(10, ge=1)
@@ -239,6 +246,29 @@ class DataSettings(_Section):
         return self
 
 
+class ImageSettings(_Section):
+    """Pictures of what the adapters produce (the ``diffusion`` extra: ``pip install ".[diffusion]"``).
+
+    Stable Diffusion 1.5 for target profile ``sd`` (``prompt_embeds`` = the clip slot), FLUX for
+    ``flux`` (``prompt_embeds`` = t5, ``pooled_prompt_embeds`` = clip). Scored by CLIP zero-shot
+    classification among the federation's class names.
+    """
+
+    every_rounds: int = Field(0, ge=0)  # nodes draw their split's clips every N rounds; 0 = never
+    split: Literal["val", "test"] = "test"
+    per_class: int = Field(4, ge=1)  # clips drawn per class and node
+    pipeline_model: str | None = None  # hub id or local dir; None: the profile's model
+    steps: int | None = Field(None, ge=1)  # None: 25 (SD) / 4 (FLUX.1-schnell)
+    guidance_scale: float | None = Field(None, ge=0)  # None: 7.5 (SD) / 0.0 (FLUX.1-schnell)
+    height: int | None = Field(None, ge=8)  # None: the pipeline's default
+    width: int | None = Field(None, ge=8)
+    low_memory: bool = False  # half precision (bf16 / fp16 on GPU) and one image at a time
+    classifier_model: str = "openai/clip-vit-base-patch32"
+    classifier_template: str = "a photo of {label}"
+    seed: int = 0
+    output_dir: str = "images"  # relative: inside the run folder
+
+
 class WandbSettings(_Section):
     enabled: bool = True
     mode: Literal["offline", "online", "disabled"] = "offline"
@@ -252,6 +282,7 @@ class ExperimentConfig(_Section):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     nodes: dict[str, NodeSettings] = Field(default_factory=dict)
     data: DataSettings = Field(default_factory=DataSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
     wandb: WandbSettings = Field(default_factory=WandbSettings)
 
     def node(self, partition_id: int) -> NodeSettings:
@@ -259,6 +290,11 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _class_choices_need_by_class(self) -> ExperimentConfig:
+        if self.images.every_rounds and self.feda2v.target_profile == "minilm":
+            raise ValueError(
+                "images.every_rounds draws pictures from the adapters' prompt embeddings, which needs "
+                "target_profile 'sd' or 'flux' (the 'minilm' profile feeds no diffusion model)"
+            )
         if self.data.partitioning != "by_class":
             chosen = [pid for pid, n in self.nodes.items() if n.selected_classes is not None or n.excluded_classes]
             if chosen:
