@@ -73,3 +73,31 @@ def test_new_weights_in_the_same_folder_are_a_new_cache_key(tmp_path):
     key = build_audio_encoder(_config(folder)).cache_key()
     save_tiny_ast(tmp_path / "model")  # other random weights, same path, within the same second
     assert build_audio_encoder(_config(folder)).cache_key() != key
+
+
+def test_max_length_crops_or_stretches_the_time_axis_of_the_position_embeddings(tiny_ast):
+    from transformers import ASTModel
+
+    from feda2v_flwr.encoders.ast import adapt_time_length, token_count
+
+    original = ASTModel.from_pretrained(tiny_ast).embeddings.position_embeddings.detach()  # 2 + 1 x 5 patches
+    short = ASTModel.from_pretrained(tiny_ast)
+    adapt_time_length(short, 44)  # (44 - 16) // 10 + 1 = 3 time patches: the centre three of five
+    positions = short.embeddings.position_embeddings.detach()
+    assert positions.shape == (1, 5, 32) and short.config.max_length == 44
+    np.testing.assert_array_equal(positions[:, :2], original[:, :2])  # CLS and distillation kept
+    np.testing.assert_array_equal(positions[:, 2:], original[:, 3:6])
+    long = ASTModel.from_pretrained(tiny_ast)
+    adapt_time_length(long, 104)  # 9 time patches, interpolated
+    assert long.embeddings.position_embeddings.shape == (1, 11, 32)
+    assert token_count(long.config, 104) == 11 and token_count(long.config, 64) == TINY_AST_TOKENS
+
+    waves = [np.sin(np.linspace(0, 100 * (i + 1), 16000)).astype(np.float32) for i in range(2)]
+    default = build_audio_encoder(_config(tiny_ast))
+    for max_length, tokens in ((44, 5), (104, 11), (64, TINY_AST_TOKENS)):
+        config = tiny_config(feda2v={"audio_encoder": "ast", "ast": {"model": tiny_ast, "max_length": max_length}})
+        encoder = build_audio_encoder(config)
+        assert encoder.encode(waves).shape == (2, tokens, 32)
+        assert (encoder.cache_key() == default.cache_key()) == (max_length == 64)  # the model's own length
+    with pytest.raises(ValueError, match="shorter than one patch"):
+        token_count(long.config, 8)
