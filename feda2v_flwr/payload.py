@@ -31,8 +31,19 @@ def ndarrays_to_module(module: nn.Module, arrays: list[np.ndarray]) -> None:
     module.load_state_dict(OrderedDict((k, torch.from_numpy(np.asarray(a))) for k, a in zip(keys, arrays, strict=True)))
 
 
-def encode_update(adapter_state: dict[str, np.ndarray], stats: dict[str, ClassStats]) -> tuple[list[np.ndarray], str]:
-    """Flatten adapters and per-class statistics into ndarrays plus a manifest (JSON)."""
+TRANSFER_DTYPES = (np.float32, np.float16)
+
+
+def for_transfer(arrays: list[np.ndarray], dtype: str) -> list[np.ndarray]:
+    """``arrays`` in the configured transfer precision (``feda2v.transfer_dtype``)."""
+    return [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
+
+
+def encode_update(
+    adapter_state: dict[str, np.ndarray], stats: dict[str, ClassStats], dtype: str = "float32"
+) -> tuple[list[np.ndarray], str]:
+    """Flatten adapters and per-class statistics into ndarrays plus a manifest (JSON). Tensors
+    travel as ``dtype``; clip counts always as float32 (float16 is exact only up to 2048)."""
     named: list[tuple[str, np.ndarray]] = [(ADAPTER_PREFIX + k, v) for k, v in adapter_state.items()]
     for name, s in sorted(stats.items()):
         base = f"{STATS_PREFIX}{name}/"
@@ -44,11 +55,15 @@ def encode_update(adapter_state: dict[str, np.ndarray], stats: dict[str, ClassSt
                 (base + "val_count", np.array([s.val_count], dtype=np.float32)),
                 (base + "val_audio_mean", s.val_audio_mean),
             ]
-    arrays = [np.ascontiguousarray(a, dtype=np.float32) for _, a in named]
+    arrays = [np.ascontiguousarray(a, dtype=np.float32 if _is_count(n) else dtype) for n, a in named]
     manifest = [
         {"name": n, "shape": list(a.shape), "dtype": str(a.dtype)} for (n, _), a in zip(named, arrays, strict=True)
     ]
     return arrays, json.dumps(manifest)
+
+
+def _is_count(name: str) -> bool:
+    return name.endswith(("/count", "/val_count"))
 
 
 @dataclass
@@ -79,11 +94,11 @@ def decode_update(
     for entry, array in zip(manifest, arrays, strict=True):
         if tuple(array.shape) != tuple(entry["shape"]):
             raise PayloadError(f"{entry['name']}: shape {array.shape} != manifest {entry['shape']}")
-        if array.dtype != np.float32:
-            raise PayloadError(f"{entry['name']}: dtype {array.dtype}, expected float32")
+        if array.dtype not in TRANSFER_DTYPES or str(array.dtype) != entry.get("dtype"):
+            raise PayloadError(f"{entry['name']}: dtype {array.dtype}, expected float32 or float16 as in the manifest")
         if not np.isfinite(array).all():
-            raise PayloadError(f"{entry['name']}: contains NaN or Inf")
-        named[entry["name"]] = array
+            raise PayloadError(f"{entry['name']}: contains NaN or Inf (float16 overflows beyond +-65504)")
+        named[entry["name"]] = array.astype(np.float32, copy=False)  # aggregation runs in float32
 
     adapters = {k[len(ADAPTER_PREFIX) :]: v for k, v in named.items() if k.startswith(ADAPTER_PREFIX)}
     if set(adapters) != set(adapter_shapes):

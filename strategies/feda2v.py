@@ -32,7 +32,7 @@ from flwr.server.strategy import FedAvg
 from feda2v_flwr.checkpoint import new_payload, save_checkpoint
 from feda2v_flwr.config.loading import config_hash, resolve_run_path
 from feda2v_flwr.config.schema import ExperimentConfig
-from feda2v_flwr.payload import ClientUpdate, PayloadError, decode_update
+from feda2v_flwr.payload import ClientUpdate, PayloadError, decode_update, for_transfer
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
 from strategies.aggregation import aggregate_adapters
 from strategies.server_trainer import RoundReport, ServerGeneratorTrainer
@@ -93,10 +93,17 @@ class FedA2VStrategy(FedAvg):
             **({"pretrained-generator-path": str(self.pretrained_path)} if self.pretrained_path else {}),
         }
 
+    def _for_transfer(self, parameters: Parameters) -> Parameters:
+        """The global adapters in ``feda2v.transfer_dtype`` (the server keeps them in float32)."""
+        dtype = self.config.feda2v.transfer_dtype
+        if dtype == "float32":
+            return parameters
+        return ndarrays_to_parameters(for_transfer(parameters_to_ndarrays(parameters), dtype))
+
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
-        pairs = super().configure_fit(server_round, parameters, client_manager)
+        pairs = super().configure_fit(server_round, self._for_transfer(parameters), client_manager)
         log.info("Round %d: training on %d nodes", server_round, len(pairs))
         return [(c, FitIns(ins.parameters, {**ins.config, **self._round_config(server_round)})) for c, ins in pairs]
 
@@ -106,7 +113,7 @@ class FedA2VStrategy(FedAvg):
         gap = self.config.federation.eval_gap
         if gap == 0 or (server_round % gap != 0 and server_round != self.num_rounds):
             return []
-        pairs = super().configure_evaluate(server_round, parameters, client_manager)
+        pairs = super().configure_evaluate(server_round, self._for_transfer(parameters), client_manager)
         return [
             (c, EvaluateIns(ins.parameters, {**ins.config, **self._round_config(server_round)})) for c, ins in pairs
         ]

@@ -63,3 +63,23 @@ def test_bad_replies_are_rejected_with_a_reason(corrupt, reason):
     arrays, manifest = encode_update({"w": STATES[0]["w"]}, {"dog": _stats()})
     with pytest.raises(PayloadError, match=reason):
         decode_update(*corrupt(list(arrays), manifest), **DECODE)
+
+
+def test_float16_transfer_halves_the_bytes_keeps_counts_exact_and_decodes_to_float32():
+    stats = _stats(1.0 / 3.0)
+    stats = ClassStats(**{**stats.__dict__, "count": 2049})  # not representable in float16
+    full, _ = encode_update({"w": STATES[0]["w"]}, {"dog": stats})
+    half, manifest = encode_update({"w": STATES[0]["w"]}, {"dog": stats}, "float16")
+    counts = [a for a, entry in zip(half, json.loads(manifest), strict=True) if entry["name"].endswith("count")]
+    assert all(a.dtype == np.float32 for a in counts)
+    assert sum(a.nbytes for a in half) < 0.6 * sum(a.nbytes for a in full)
+    adapters, decoded = decode_update(half, manifest, **DECODE)
+    assert adapters["w"].dtype == np.float32 and decoded["dog"].count == 2049
+    np.testing.assert_allclose(decoded["dog"].slot_means["clip"], 1.0 / 3.0, rtol=1e-3)
+
+    overflow, manifest = encode_update({"w": np.array([1e5, 0.0], np.float32)}, {"dog": stats}, "float16")
+    with pytest.raises(PayloadError, match="overflows beyond"):
+        decode_update(overflow, manifest, **DECODE)
+    mislabelled = json.dumps([{**entry, "dtype": "float32"} for entry in json.loads(manifest)])
+    with pytest.raises(PayloadError, match="as in the manifest"):
+        decode_update(half, mislabelled, **DECODE)

@@ -123,6 +123,20 @@ def test_configure_fit_sends_round_and_cache_dir(tmp_path, cache_dir):
     assert all(ins.config["server_round"] == 3 and ins.config["cache-dir"] == str(cache_dir) for _, ins in pairs)
 
 
+def test_float16_transfer_goes_both_ways_and_the_server_aggregates_in_float32(tmp_path, cache_dir):
+    strategy = _strategy(tmp_path, cache_dir, transfer_dtype="float16", **PLAIN)
+    manager = SimpleClientManager()
+    for cid in ("a", "b"):
+        manager.register(FakeClientProxy(cid))
+    (_, ins), *_ = strategy.configure_fit(1, strategy.initial_parameters, manager)
+    assert {a.dtype for a in parameters_to_ndarrays(ins.parameters)} == {np.dtype(np.float16)}
+    replies = _replies(strategy, cache_dir)
+    assert np.dtype(np.float16) in {a.dtype for a in parameters_to_ndarrays(replies[0][1].parameters)}
+    params, metrics = strategy.aggregate_fit(1, replies, [])
+    assert metrics["num_updates"] == 2 and metrics["dropped"] == 0
+    assert {a.dtype for a in _adapters(params)} == {np.dtype(np.float32)}
+
+
 def test_evaluation_metrics_are_weighted_by_each_split_count():
     metrics = weighted_split_metrics(
         [

@@ -167,7 +167,7 @@ class ClientTask:
             sequence_length=cfg.feda2v.statistics_sequence_length,
         )
         adapter_state = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
-        arrays, manifest = encode_update(adapter_state, stats)
+        arrays, manifest = encode_update(adapter_state, stats, cfg.feda2v.transfer_dtype)
         payload_bytes = int(sum(a.nbytes for a in arrays))
         metrics: dict[str, float | int | str] = {
             "partition_id": self.partition_id,
