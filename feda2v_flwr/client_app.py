@@ -69,7 +69,13 @@ class FedA2VClient(NumPyClient):
         return outcome.arrays, outcome.num_examples, outcome.metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict):
-        metrics = self._task(config).evaluate(parameters, self._saved("local_adapters"))
+        image_dir = self.node_config.get("image-dir") or config.get("image-dir")
+        metrics = self._task(config).evaluate(
+            parameters,
+            self._saved("local_adapters"),
+            server_round=int(config.get("server_round", 0)),
+            image_dir=Path(str(image_dir)) if image_dir else None,
+        )
         return float(metrics.get("test_mse", 0.0)), int(metrics["test_examples"]), metrics
 
 

@@ -32,6 +32,8 @@ from flwr.server.strategy import FedAvg
 from feda2v_flwr.checkpoint import new_payload, save_checkpoint
 from feda2v_flwr.config.loading import config_hash, resolve_run_path
 from feda2v_flwr.config.schema import ExperimentConfig
+from feda2v_flwr.images.drawing import decode_labels, images_due
+from feda2v_flwr.images.scoring import image_metrics
 from feda2v_flwr.payload import ClientUpdate, PayloadError, decode_update, for_transfer
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
 from strategies.aggregation import aggregate_adapters
@@ -90,6 +92,7 @@ class FedA2VStrategy(FedAvg):
             "num-rounds": self.num_rounds,
             "cache-dir": str(self.cache_dir),
             "client-generator-dir": str(self.run_dir / "client_generators"),
+            "image-dir": str(self.run_dir / self.config.images.output_dir),  # an absolute output_dir stays
             **({"pretrained-generator-path": str(self.pretrained_path)} if self.pretrained_path else {}),
         }
 
@@ -111,7 +114,8 @@ class FedA2VStrategy(FedAvg):
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
         gap = self.config.federation.eval_gap
-        if gap == 0 or (server_round % gap != 0 and server_round != self.num_rounds):
+        due = gap > 0 and (server_round % gap == 0 or server_round == self.num_rounds)
+        if not (due or images_due(self.config.images, server_round)):
             return []
         pairs = super().configure_evaluate(server_round, self._for_transfer(parameters), client_manager)
         return [
@@ -305,7 +309,8 @@ class FedA2VStrategy(FedAvg):
     ) -> tuple[float | None, dict[str, Scalar]]:
         if not results:
             return None, {}
-        metrics = weighted_split_metrics([r.metrics for _, r in results])
+        metrics: dict[str, Scalar] = {**weighted_split_metrics([r.metrics for _, r in results])}
+        metrics.update(self._image_scores(server_round, [r.metrics for _, r in results]))
         loss = metrics.get("test_mse")
         self.metrics_log.write(server_round, "evaluate", **metrics, failures=len(failures))
         self._wandb(server_round, {f"eval/{k}": v for k, v in metrics.items()})
@@ -322,6 +327,26 @@ class FedA2VStrategy(FedAvg):
         if server_round == self.num_rounds and self.wandb is not None:
             self.wandb.finish()
         return loss, metrics
+
+    def _image_scores(self, server_round: int, client_metrics: list[dict[str, Scalar]]) -> dict[str, Scalar]:
+        """CLIP zero-shot scores of every node's pictures pooled (not averaged: balanced accuracy
+        and macro F1 need the federation's labels and predictions together)."""
+        drawn = [m for m in client_metrics if m.get("image_labels")]
+        if not drawn:
+            return {}
+        labels = np.concatenate([decode_labels(str(m["image_labels"])) for m in drawn])
+        predictions = np.concatenate([decode_labels(str(m["image_predictions"])) for m in drawn])
+        scores = {f"image_{k}": v for k, v in image_metrics(labels, predictions, len(self.classes)).items()}
+        log.info(
+            "Round %d pictures: %d from %d nodes, CLIP zero-shot accuracy %.3f, balanced %.3f, macro F1 %.3f",
+            server_round,
+            len(labels),
+            len(drawn),
+            scores["image_accuracy"],
+            scores["image_balanced_accuracy"],
+            scores["image_macro_f1"],
+        )
+        return {"image_count": len(labels), **scores}
 
     def write_summary(self) -> None:
         (self.run_dir / "summary.json").write_text(json.dumps(self.summary, indent=1, sort_keys=True))

@@ -16,9 +16,10 @@ from feda2v_flwr.training.generator_learner import GeneratorMismatchError
 pytestmark = pytest.mark.slow
 
 
-def _config_file(tmp_path, cache_dir, **feda2v):
+def _config_file(tmp_path, cache_dir, images=None, **feda2v):
     raw = json.loads(json.dumps(TINY))
     raw["feda2v"].update(feda2v)
+    raw["images"] = images or {}
     raw["federation"].update(global_rounds=3, local_epochs=2)
     raw["data"]["cache_dir"] = str(cache_dir)
     raw["wandb"] = {"enabled": True, "mode": "offline"}
@@ -129,10 +130,23 @@ def test_loading_a_generator_of_another_type_fails_before_training(tmp_path, cac
         build_strategy(gan, tmp_path / "gan")
 
 
-def test_simulation_with_a_tiny_ast_and_flux_targets_encodes_each_clip_once(tmp_path, cache_dir):
+def test_simulation_with_a_tiny_ast_and_flux_targets_encodes_each_clip_once_and_draws(tmp_path, cache_dir):
+    pytest.importorskip("diffusers")
+    from tiny_diffusion import save_tiny_clip, save_tiny_flux_pipeline
+
+    images = {
+        "every_rounds": 2,
+        "per_class": 2,
+        "pipeline_model": save_tiny_flux_pipeline(tmp_path / "flux"),
+        "classifier_model": save_tiny_clip(tmp_path / "clip"),
+        "steps": 1,
+        "height": 32,
+        "width": 32,
+    }
     config = _config_file(
         tmp_path,
         cache_dir,
+        images=images,
         audio_encoder="ast",
         ast={"model": save_tiny_ast(tmp_path / "tiny-ast")},
         target_profile="flux",
@@ -144,4 +158,11 @@ def test_simulation_with_a_tiny_ast_and_flux_targets_encodes_each_clip_once(tmp_
     assert all(c["encoder_calls"] > 0 for c in fits[1]["clients"].values())  # round 1 encodes train + val
     assert all(c["encoder_calls"] == 0 for c in fits[2]["clients"].values())  # round 2: all from the cache
     assert json.loads((run_dir / "config.json").read_text())["feda2v"]["target_profile"] == "flux"
-    assert [m for m in read_metrics(run_dir / "metrics.jsonl") if m["phase"] == "evaluate"]
+    evaluations = {m["round"]: m for m in read_metrics(run_dir / "metrics.jsonl") if m["phase"] == "evaluate"}
+    assert "image_count" not in evaluations[1]  # pictures every 2 rounds
+    assert evaluations[2]["image_count"] == 8  # 2 nodes x 2 classes x 2 test clips, pooled on the server
+    assert 0.0 <= evaluations[2]["image_balanced_accuracy"] <= 1.0 and "image_macro_f1" in evaluations[2]
+    grids = sorted(p.relative_to(run_dir).as_posix() for p in (run_dir / "images").rglob("*.png"))
+    assert grids == [
+        f"images/round_002/node_{n}/{c}.png" for n, cs in ((0, "dog siren"), (1, "engine rain")) for c in cs.split()
+    ]

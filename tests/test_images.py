@@ -198,3 +198,29 @@ def test_save_grid_tiles_images_into_one_png(tmp_path):
         assert grid.size == (6 * 12, title_height("round 3") + 10)  # cells as large as the largest picture
     with pytest.raises(ValueError, match="at least one"):
         save_grid([], tmp_path / "empty.png")
+
+
+def test_a_node_draws_and_scores_pictures_of_its_test_clips_on_image_rounds(sd_dir, clip_dir, tmp_path):
+    from conftest import save_tiny_text_encoders, tiny_config
+    from feda2v_flwr.images.drawing import decode_labels
+    from feda2v_flwr.training.task import ClientTask
+
+    config = tiny_config(
+        feda2v={"target_profile": "sd", "text_encoders": save_tiny_text_encoders(tmp_path / "text")},
+        images={"every_rounds": 2, "per_class": 2, "pipeline_model": sd_dir, "classifier_model": clip_dir}
+        | {"steps": 1, "height": 32, "width": 32},
+        data={"cache_dir": str(tmp_path / "cache")},
+    )
+    task = ClientTask(config, 0, 2, tmp_path / "cache")
+    arrays = task.initial_arrays()
+    assert "image_count" not in task.evaluate(arrays, None, server_round=1, image_dir=tmp_path / "img")
+    metrics = task.evaluate(arrays, None, server_round=2, image_dir=tmp_path / "img")
+    classes = task.partition.classes  # siren and dog: 2 test clips each
+    assert metrics["image_count"] == 2 * len(classes)
+    labels, predictions = decode_labels(metrics["image_labels"]), decode_labels(metrics["image_predictions"])
+    assert sorted(set(labels)) == sorted(task.class_index[c] for c in classes) and len(predictions) == len(labels)
+    assert metrics["image_accuracy"] == image_metrics(labels, predictions, 4)["accuracy"]
+    grids = sorted(p.name for p in (tmp_path / "img" / "round_002" / "node_0").iterdir())
+    assert grids == sorted(f"{c}.png" for c in classes)
+    with Image.open(tmp_path / "img" / "round_002" / "node_0" / f"{classes[0]}.png") as grid:
+        assert grid.width == 2 * 32  # two pictures side by side

@@ -20,6 +20,8 @@ from feda2v_flwr.encoders import (
     load_text_targets,
     target_slots,
 )
+from feda2v_flwr.images.drawing import ImageMaker, encode_labels, images_due, pick_per_class
+from feda2v_flwr.images.scoring import image_metrics
 from feda2v_flwr.payload import encode_update, module_to_ndarrays, ndarrays_to_module
 from feda2v_flwr.training.adapters import (
     build_model,
@@ -224,17 +226,56 @@ class ClientTask:
             log.info("node %d: %d generator checkpoints in %s", self.partition_id, len(paths), directory)
         return metrics
 
-    def evaluate(self, global_arrays: list[np.ndarray], local_adapters: bytes | None) -> dict[str, float | int]:
-        """Val and test metrics (prefixed ``val_`` / ``test_``) with their example counts."""
+    def evaluate(
+        self,
+        global_arrays: list[np.ndarray],
+        local_adapters: bytes | None,
+        *,
+        server_round: int = 0,
+        image_dir: Path | None = None,
+    ) -> dict[str, float | int | str]:
+        """Val and test metrics (prefixed ``val_`` / ``test_``) with their example counts; on
+        ``images.every_rounds`` rounds also pictures and their CLIP scores (``image_*``)."""
         self._load_adapters(global_arrays, local_adapters)
-        metrics: dict[str, float | int] = {"partition_id": self.partition_id}
+        metrics: dict[str, float | int | str] = {"partition_id": self.partition_id}
         for split in ("val", "test"):
             emb, labels = self.split(split)
             metrics[f"{split}_examples"] = len(labels)
             if len(labels):
                 for key, value in evaluate_adapters(self.model, emb, labels, self.target_tensors).items():
                     metrics[f"{split}_{key}"] = value
+        if image_dir is not None and images_due(self.config.images, server_round):
+            maker = ImageMaker(self.config.feda2v.target_profile, self.config.images, self.device)
+            try:  # the pipeline is big: loaded for this round only
+                metrics.update(self.draw_images(maker, image_dir / f"round_{server_round:03d}"))
+            finally:
+                maker.release()
         return metrics
+
+    def draw_images(self, maker: ImageMaker, directory: Path) -> dict[str, float | int | str]:
+        """Pictures of up to ``images.per_class`` clips per class of the ``images.split`` split,
+        from the adapters as loaded, in ``<directory>/node_<id>/<class>.png``; returns their
+        zero-shot scores and the labels / predictions (class indices, comma-separated)."""
+        settings = self.config.images
+        emb, labels = self.split(settings.split)
+        rows = torch.from_numpy(pick_per_class(labels.cpu().numpy(), settings.per_class))
+        if not len(rows):
+            log.info("node %d: no %s clips to draw pictures of", self.partition_id, settings.split)
+            return {"image_count": 0}
+        with torch.no_grad():
+            outputs = predict(self.model, emb[rows.to(emb.device)])
+        embeddings = {slot: self.targets.to_original(slot, out.float().cpu().numpy()) for slot, out in outputs.items()}
+        chosen = labels[rows.to(labels.device)].cpu().numpy()
+        classes = self.partition.federation_classes
+        predictions = maker.draw(embeddings, chosen, classes, directory / f"node_{self.partition_id}")
+        scores = image_metrics(chosen, predictions, len(classes))
+        log.info("node %d: pictures of %d clips, CLIP zero-shot %s", self.partition_id, len(chosen), scores)
+        return {
+            "image_count": len(chosen),
+            **{f"image_{k}": v for k, v in scores.items()},
+            "image_labels": encode_labels(chosen),
+            "image_predictions": encode_labels(predictions),
+        }
 
     def initial_arrays(self) -> list[np.ndarray]:
         return module_to_ndarrays(self.model)
