@@ -89,6 +89,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def saved_adapters(payload: dict[str, Any], expected: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The checkpoint's global adapters as numpy arrays in ``expected``'s key order; a checkpoint
+    of other adapters (size, profile, encoder) is a ``CheckpointError`` naming the file."""
+    saved = {k: v.numpy() for k, v in payload["global_adapters"].items()}
+    if {k: v.shape for k, v in saved.items()} != {k: tuple(v.shape) for k, v in expected.items()}:
+        raise CheckpointError(
+            f"{path} holds adapters of another size or profile than this run's (check target_profile, the audio "
+            "encoder and the adapter_* keys)"
+        )
+    return {k: saved[k].copy() for k in expected}
+
+
 def new_payload(**fields: Any) -> dict[str, Any]:
     return {"format_version": FORMAT_VERSION, "timestamp": time.time(), **fields}
 

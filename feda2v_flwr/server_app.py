@@ -8,16 +8,16 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from flwr.app import Context
 from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 
-from feda2v_flwr.checkpoint import CheckpointError, load_checkpoint
+from feda2v_flwr.checkpoint import load_checkpoint, saved_adapters
 from feda2v_flwr.config import ExperimentConfig, load_config, resolve_run_path
 from feda2v_flwr.data.partition import federation_classes
 from feda2v_flwr.devices import resolve_device
 from feda2v_flwr.encoders import audio_embed_dim, load_text_targets, target_slots
+from feda2v_flwr.images.pipelines import import_diffusers
 from feda2v_flwr.logging_setup import setup_logging
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
 from feda2v_flwr.training.adapters import build_model
@@ -42,6 +42,8 @@ def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
     cache_dir = cache_dir if cache_dir.is_absolute() else (Path.cwd() / cache_dir).resolve()
     (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=1))
     f = config.feda2v
+    if config.images.every_rounds:
+        import_diffusers()  # the nodes draw pictures: fail here, before any training, if the extra is missing
     classes = federation_classes(config)
     slots = target_slots(f)
     load_text_targets(f, classes, cache_dir)  # warm the cache for the nodes
@@ -53,7 +55,7 @@ def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
     adapter_path = None
     if f.adapter_load_checkpoint:
         adapter_path = resolve_run_path(f.adapter_checkpoint_path or f.generator_checkpoint_path or "")
-        initial_state = _saved_adapters(load_checkpoint(adapter_path), initial_state, adapter_path)
+        initial_state = saved_adapters(load_checkpoint(adapter_path), initial_state, adapter_path)
         log.info("Global adapters start from %s", adapter_path)
     trainer = ServerGeneratorTrainer(
         config=config,
@@ -89,17 +91,6 @@ def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
         metrics_log=MetricsLog(run_dir / "metrics.jsonl"),
         wandb_logger=wandb_logger,
     )
-
-
-def _saved_adapters(payload: dict, expected: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
-    saved = {k: v.numpy() for k, v in payload["global_adapters"].items()}
-    shapes = {k: v.shape for k, v in saved.items()}
-    if shapes != {k: v.shape for k, v in expected.items()}:
-        raise CheckpointError(
-            f"{path} holds adapters of another size or profile than this run's (check target_profile, the audio "
-            "encoder and the adapter_* keys)"
-        )
-    return {k: saved[k].copy() for k in expected}
 
 
 def server_fn(context: Context) -> ServerAppComponents:

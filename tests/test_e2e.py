@@ -8,6 +8,7 @@ import pytest
 
 from conftest import TINY, save_tiny_ast, save_tiny_text_encoders, tiny_config
 from feda2v_flwr.config.loading import PROJECT_ROOT
+from feda2v_flwr.images.cli import main as images_main
 from feda2v_flwr.launch import run_simulation
 from feda2v_flwr.reporting import read_metrics
 from feda2v_flwr.server_app import build_strategy
@@ -166,3 +167,11 @@ def test_simulation_with_a_tiny_ast_and_flux_targets_encodes_each_clip_once_and_
     assert grids == [
         f"images/round_002/node_{n}/{c}.png" for n, cs in ((0, "dog siren"), (1, "engine rain")) for c in cs.split()
     ]
+
+    # The same pictures again, from the last checkpoint, with the command (embeddings from the cache).
+    checkpoint = run_dir / "checkpoints" / "server_generator_round_2.pt"
+    out = tmp_path / "cli"
+    assert images_main(["--config", str(config), "--checkpoint", str(checkpoint), "--output", str(out)]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["round"] == 2 and result["image_count"] == 8 and set(result["nodes"]) == {"0", "1"}
+    assert len(list(out.rglob("*.png"))) == 4

@@ -224,3 +224,13 @@ def test_a_node_draws_and_scores_pictures_of_its_test_clips_on_image_rounds(sd_d
     assert grids == sorted(f"{c}.png" for c in classes)
     with Image.open(tmp_path / "img" / "round_002" / "node_0" / f"{classes[0]}.png") as grid:
         assert grid.width == 2 * 32  # two pictures side by side
+
+
+def test_the_images_command_explains_what_it_cannot_draw(tmp_path, capsys):
+    from feda2v_flwr.images.cli import main
+
+    assert main(["--config", "configs/default.json", "--checkpoint", str(tmp_path / "x.pt")]) == 2
+    assert "target_profile is 'minilm'" in capsys.readouterr().err
+    flux = ["--set", "feda2v.target_profile=flux"]
+    assert main(["--config", "configs/default.json", "--checkpoint", str(tmp_path / "none.pt"), *flux]) == 2
+    assert "none.pt" in capsys.readouterr().err
