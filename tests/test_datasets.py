@@ -12,8 +12,15 @@ import pytest
 import soundfile
 
 from conftest import FILE_RATE, FOLDER_CLASSES, tiny_config, write_clip
-from feda2v_flwr.config import ConfigError
-from feda2v_flwr.data import DatasetError, federation_classes, load_partition, partition_classes, read_audio
+from feda2v_flwr.config import ConfigError, load_config
+from feda2v_flwr.data import (
+    VEGAS_CLASSES,
+    DatasetError,
+    federation_classes,
+    load_partition,
+    partition_classes,
+    read_audio,
+)
 from feda2v_flwr.training.task import ClientTask
 
 ESC50_CLASSES = {0: "dog", 1: "rooster", 2: "rain"}  # target order is not alphabetical
@@ -242,3 +249,195 @@ def test_a_node_can_have_its_own_split_ratios_and_seed():
     bad = tiny_config(nodes={"0": {"train_ratio": 0.9, "val_ratio": 0.2}})
     with pytest.raises(ConfigError, match="nodes.0: its split settings"):
         load_partition(bad, 0, 2)
+
+
+VEGAS_ON_DISK = ("dog", "helicopter", "water_flowing")  # VEGAS indices 2, 5, 9
+
+
+@pytest.fixture
+def vegas_root(tmp_path: Path) -> Path:
+    """3 of the 10 VEGAS classes x 5 clips in <class>/audios/, with the prototype's extra files
+    (video_info.csv, img/, videos/) and a folder that is not a VEGAS class."""
+    root = tmp_path / "VEGAS"
+    for k, name in enumerate(VEGAS_ON_DISK):
+        for i in range(5):
+            write_clip(root / name / "audios" / f"{name}_{i:03d}.wav", seed=10 * k + i)
+        (root / name / "video_info.csv").write_text("video_id,start,end\n")
+        (root / name / "img").mkdir()
+        (root / name / "videos").mkdir()
+    (root / "cat").mkdir()
+    return root
+
+
+def test_vegas_classes_keep_their_fixed_indices_and_other_folders_are_ignored(vegas_root, caplog, propagating_logs):
+    config = tiny_config(data={"dataset": "vegas", "root": str(vegas_root), "classes": None})
+    with caplog.at_level(logging.WARNING, logger="feda2v_flwr"):
+        data = load_partition(config, 0, 1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "['cat']" in warnings[0] and "not VEGAS classes" in warnings[0]
+    assert data.classes == list(VEGAS_ON_DISK) and data.federation_classes == list(VEGAS_ON_DISK)
+    assert sum(data.count(split) for split in ("train", "val", "test")) == 3 * 5  # csv, img/, videos/ are no clips
+    by_index = tiny_config(
+        nodes={"0": {"selected_classes": [9, 2]}, "1": {"selected_classes": [5]}},
+        data={"dataset": "vegas", "root": str(vegas_root), "classes": None},
+    )
+    assert partition_classes(by_index, 0, 2) == ["water_flowing", "dog"]
+    assert partition_classes(by_index, 1, 2) == ["helicopter"]
+    chainsaw = tiny_config(
+        nodes={"0": {"selected_classes": [1]}}, data={"dataset": "vegas", "root": str(vegas_root), "classes": None}
+    )
+    with pytest.raises(ConfigError, match=r"class index 1, but the 'vegas' dataset's class indices are \[2, 5, 9\]"):
+        partition_classes(chainsaw, 0, 1)
+
+
+def test_vegas_skips_a_corrupt_clip_naming_it_and_needs_a_class_folder(vegas_root, tmp_path, caplog, propagating_logs):
+    corrupt = vegas_root / "dog" / "audios" / "dog_999.wav"
+    corrupt.write_bytes(b"RIFF this is not audio")
+    config = tiny_config(data={"dataset": "vegas", "root": str(vegas_root), "classes": ["dog"]})
+    with caplog.at_level(logging.WARNING, logger="feda2v_flwr"):
+        data = load_partition(config, 0, 1)
+    assert any(str(corrupt) in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert sum(data.count(split) for split in ("train", "val", "test")) == 5
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "music").mkdir()
+    with pytest.raises(DatasetError, match=r"none of the VEGAS class folders.*<root>/<class>/audios/\*\.wav"):
+        federation_classes(tiny_config(data={"dataset": "vegas", "root": str(tmp_path / "empty"), "classes": None}))
+
+
+VGGSOUND_ROWS = [  # youtube_id, start_seconds, label, split; the label with a comma is quoted
+    ("a1", 30, "dog barking", "train"),
+    ("a2", 0, "dog barking", "train"),
+    ("a3", 10, "dog barking", "train"),
+    ("a4", 20, "dog barking", "train"),
+    ("a5", 40, "dog barking", "test"),
+    ("b1", 5, "male speech, man speaking", "train"),
+    ("b2", 15, "male speech, man speaking", "train"),
+    ("b3", 25, "male speech, man speaking", "train"),
+    ("b4", 35, "male speech, man speaking", "train"),
+    ("b5", 45, "male speech, man speaking", "test"),
+    ("b6", 55, "male speech, man speaking", "test"),
+    ("c1", 1, "airplane", "train"),  # every airplane clip is missing: airplane keeps its index, no clips
+    ("m1", 7, "dog barking", "train"),
+    ("m2", 8, "male speech, man speaking", "test"),
+]
+VGGSOUND_MISSING = {"c1", "m1", "m2"}
+
+
+@pytest.fixture
+def vggsound_root(tmp_path: Path) -> Path:
+    root = tmp_path / "vggsound"
+    lines = []
+    for k, (youtube_id, start, label, split) in enumerate(VGGSOUND_ROWS):
+        lines.append(
+            f'{youtube_id},{start},"{label}",{split}' if "," in label else f"{youtube_id},{start},{label},{split}"
+        )
+        if youtube_id not in VGGSOUND_MISSING:
+            ext = "flac" if youtube_id == "b2" else "wav"
+            write_clip(root / split / "audios" / f"{youtube_id}_{start:06d}.{ext}", seed=k)
+    (root / "vggsound.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def vggsound(root: Path, **data) -> dict:
+    return {"data": {"dataset": "vggsound", "root": str(root), "classes": None, **data}}
+
+
+def test_vggsound_reads_the_official_csv_and_summarises_missing_clips_in_one_warning(
+    vggsound_root, caplog, propagating_logs
+):
+    with caplog.at_level(logging.WARNING, logger="feda2v_flwr"):
+        data = load_partition(tiny_config(**vggsound(vggsound_root)), 0, 1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "3 of the 14 clips listed in vggsound.csv have no audio file" in warnings[0]
+    assert "train/audios/c1_000001.wav" in warnings[0]
+    assert data.classes == ["dog barking", "male speech, man speaking"]  # sorted; airplane has no clips
+    assert sum(data.count(split) for split in ("train", "val", "test")) == 11
+    assert any(c.source.suffix == ".flac" for split in data.splits.values() for c in split)
+    # Indices are positions among all the csv's sorted labels: airplane 0, dog barking 1, male speech 2.
+    by_index = tiny_config(nodes={"0": {"selected_classes": [2]}}, **vggsound(vggsound_root))
+    assert partition_classes(by_index, 0, 1) == ["male speech, man speaking"]
+
+
+def test_vggsound_official_split_keeps_the_test_clips_and_draws_val_from_train(vggsound_root):
+    config = tiny_config(**vggsound(vggsound_root, split_by="official", val_ratio=0.25))
+    data = load_partition(config, 0, 1)
+    assert split_files(data, "test") == ["a5_000040.wav", "b5_000045.wav", "b6_000055.wav"]
+    assert (data.count("train"), data.count("val")) == (6, 2)  # 4 official train clips per class, 1 to val
+    train_ids = {name.split("_")[0] for name in split_files(data, "train") + split_files(data, "val")}
+    assert train_ids == {"a1", "a2", "a3", "a4", "b1", "b2", "b3", "b4"}
+    assert split_files(load_partition(config, 0, 1), "val") == split_files(data, "val")
+    with pytest.raises(ConfigError, match="split_by 'official' needs VGGSound"):
+        tiny_config(**folder(vggsound_root, split_by="official"))
+
+
+def test_vggsound_metadata_errors_name_the_line(vggsound_root):
+    (vggsound_root / "vggsound.csv").write_text("a1,30,dog barking,train\na2,zero,dog barking,train\n")
+    with pytest.raises(DatasetError, match=r"vggsound.csv, line 2: start_seconds must be an integer"):
+        federation_classes(tiny_config(**vggsound(vggsound_root)))
+    (vggsound_root / "vggsound.csv").write_text("a1,30,male speech, man speaking,train\n")
+    with pytest.raises(DatasetError, match=r"line 1: expected 4 fields .* Quote labels that contain commas"):
+        federation_classes(tiny_config(**vggsound(vggsound_root)))
+    (vggsound_root / "vggsound.csv").unlink()
+    with pytest.raises(DatasetError, match=r"vggsound.csv does not exist.*<root>/<split>/audios/"):
+        federation_classes(tiny_config(**vggsound(vggsound_root)))
+
+
+def all_files(partition) -> list[str]:
+    return sorted(clip.source.name for split in partition.splits.values() for clip in split)
+
+
+def test_max_clips_per_class_is_a_seeded_choice_of_readable_clips_before_the_split(folder_root):
+    capped = tiny_config(**folder(folder_root, max_clips_per_class=4, train_ratio=0.5, val_ratio=0.25))
+    data = load_partition(capped, 0, 1)
+    for class_name in FOLDER_CLASSES:
+        assert sum(c.class_name == class_name for split in data.splits.values() for c in split) == 4
+    assert (data.count("train"), data.count("val"), data.count("test")) == (4 * 2, 4 * 1, 4 * 1)
+    assert all_files(load_partition(capped, 0, 1)) == all_files(data)  # deterministic
+    reseeded = load_partition(tiny_config(**folder(folder_root, max_clips_per_class=4, split_seed=3)), 0, 1)
+    assert all_files(reseeded) != all_files(data)
+    # A corrupt file is never one of the chosen clips: the next readable one takes its place.
+    broken = [name for name in all_files(data) if name.startswith("bell")][:2]
+    for name in broken:
+        (folder_root / "bell" / name).write_bytes(b"RIFF broken")
+    again = all_files(load_partition(capped, 0, 1))
+    assert len(again) == 4 * 4 and not set(broken) & set(again)
+    # A node's own cap wins; above the class size it keeps every clip.
+    nodes = {"0": {"max_clips_per_class": 2}, "1": {"max_clips_per_class": 50}}
+    per_node = tiny_config(nodes=nodes, **folder(folder_root, max_clips_per_class=4))
+    assert len(all_files(load_partition(per_node, 0, 2))) == 2 * 2  # bell and dog
+    assert len(all_files(load_partition(per_node, 1, 2))) == 2 * 6  # cat and siren
+
+
+def test_max_clips_per_class_applies_to_vegas_and_clip_level_partitions(vegas_root):
+    config = tiny_config(data={"dataset": "vegas", "root": str(vegas_root), "classes": None, "max_clips_per_class": 3})
+    assert len(all_files(load_partition(config, 0, 1))) == 3 * 3
+    iid = tiny_config(
+        data={
+            "dataset": "vegas",
+            "root": str(vegas_root),
+            "classes": None,
+            "max_clips_per_class": 1,
+            "partitioning": "iid",
+        }
+    )
+    for pid in range(2):
+        data = load_partition(iid, pid, 2)
+        assert len(all_files(data)) == len(data.classes)  # at most one clip per class on each node
+
+
+def test_max_clips_per_class_needs_files_on_disk():
+    with pytest.raises(ConfigError, match="set clips_per_class instead"):
+        tiny_config(data={"max_clips_per_class": 5})
+    with pytest.raises(ConfigError, match=r"nodes \['1'\] set max_clips_per_class"):
+        tiny_config(nodes={"1": {"max_clips_per_class": 5}})
+
+
+@pytest.mark.parametrize("name", ["vegas_10n_1c_standalone", "vegas_10n_1c_avg"])
+def test_the_vegas_recipes_give_each_of_10_nodes_one_class_capped_at_400_clips(name, tmp_path):
+    for k, class_name in enumerate(VEGAS_CLASSES):
+        for i in range(2):
+            write_clip(tmp_path / class_name / "audios" / f"{i}.wav", seed=10 * k + i)
+    config = load_config(f"configs/{name}.json", {"data.root": str(tmp_path)})
+    assert (config.federation.num_clients, config.data.max_clips_per_class) == (10, 400)
+    assert config.feda2v.audio_encoder == "ast" and config.feda2v.target_profile == "flux"
+    assert [partition_classes(config, pid, 10) for pid in range(10)] == [[c] for c in VEGAS_CLASSES]

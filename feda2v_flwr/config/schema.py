@@ -62,7 +62,8 @@ class FedA2VSettings(_Section):
     text_encoders: TextEncoderSettings = Field(default_factory=TextEncoderSettings)
     # The original's target file ({class: {'sd': ..., 'flux': {...}}}); replaces the text encoders.
     targets_file: str | None = None
-    audio_encoder: Literal["mel-patch", "ast"] = "mel-patch"
+    # "precomputed": the clips already are embeddings (data.dataset "precomputed"), passed through.
+    audio_encoder: Literal["mel-patch", "ast", "precomputed"] = "mel-patch"
     mel_patch: MelPatchSettings = Field(default_factory=MelPatchSettings)
     ast: AstSettings = Field(default_factory=AstSettings)
     use_cls_token_only: bool = False
@@ -195,6 +196,7 @@ class NodeSettings(_Section):
     train_ratio: float | None = Field(None, gt=0, lt=1)
     val_ratio: float | None = Field(None, ge=0, lt=1)
     split_seed: int | None = None
+    max_clips_per_class: int | None = Field(None, ge=1)  # None: data.max_clips_per_class
     # Client generator overrides for this node.
     generator_granularity: Literal["unified", "per_class", "per_group"] | None = None
     generator_train_classes: list[str] | None = None
@@ -202,11 +204,16 @@ class NodeSettings(_Section):
 
 
 class DataSettings(_Section):
-    dataset: Literal["procedural", "esc50", "audiofolder"] = "procedural"
-    # Folder of an esc50 / audiofolder dataset (relative: to the launch directory).
+    # procedural: synthesised sounds; esc50 / vegas / vggsound: those releases' layouts;
+    # audiofolder: one folder per class; precomputed: <root>/<class>/*.npy arrays (T, D).
+    dataset: Literal["procedural", "esc50", "audiofolder", "vegas", "vggsound", "precomputed"] = "procedural"
+    # Folder of a dataset on disk (relative: to the launch directory).
     root: str | None = None
     classes: list[str | int] | None = None  # names or indices, as in nodes.<id>.selected_classes
     clips_per_class: int = Field(40, ge=3)  # procedural only
+    # Files only: a seeded (split_seed) choice of at most this many readable clips per class, made
+    # before the train / val / test split (the original's VEGAS samples_per_node); None: all.
+    max_clips_per_class: int | None = Field(None, ge=1)
     clip_seconds: float = Field(5.0, gt=0.2)
     sample_rate: int = Field(16000, ge=4000)
     # by_class: disjoint classes, round robin (or nodes.<id>.selected_classes); the others assign
@@ -216,8 +223,9 @@ class DataSettings(_Section):
     min_clips_per_node: int = Field(2, ge=1)  # dirichlet: redraw until every node has this many
     classes_per_node: int = Field(2, ge=1)
     partition_seed: int = 42
-    # "ratio": a seeded per-class split; "folds": ESC-50's folds.
-    split_by: Literal["ratio", "folds"] = "ratio"
+    # "ratio": a seeded per-class split; "folds": ESC-50's folds; "official": VGGSound's train/test
+    # (val_ratio of the official train clips become val).
+    split_by: Literal["ratio", "folds", "official"] = "ratio"
     train_ratio: float = Field(0.7, gt=0, lt=1)
     val_ratio: float = Field(0.1, ge=0, lt=1)
     split_seed: int = 42
@@ -230,11 +238,17 @@ class DataSettings(_Section):
     def _consistent(self) -> DataSettings:
         if self.train_ratio + self.val_ratio >= 1.0:
             raise ValueError("train_ratio + val_ratio must leave room for a test split (< 1.0)")
-        if self.root is not None and self.dataset == "procedural":
-            raise ValueError(
-                "root is set but dataset is 'procedural', which synthesises its clips: "
-                "set dataset to 'esc50' or 'audiofolder', or remove root"
-            )
+        if self.dataset == "procedural":
+            if self.root is not None:
+                raise ValueError(
+                    "root is set but dataset is 'procedural', which synthesises its clips: "
+                    "set dataset to the one on disk (esc50, vegas, vggsound, audiofolder, precomputed), or remove root"
+                )
+            if self.max_clips_per_class is not None:
+                raise ValueError(
+                    "max_clips_per_class caps the clips read from disk; the 'procedural' dataset synthesises "
+                    "clips_per_class clips per class: set clips_per_class instead"
+                )
         if self.split_by == "folds":
             if self.dataset != "esc50":
                 raise ValueError(
@@ -243,6 +257,11 @@ class DataSettings(_Section):
             folds = [*self.train_folds, *self.val_folds, *self.test_folds]
             if len(folds) != len(set(folds)):
                 raise ValueError("train_folds, val_folds and test_folds must not share a fold")
+        if self.split_by == "official" and self.dataset != "vggsound":
+            raise ValueError(
+                f"split_by 'official' needs VGGSound's train/test metadata; dataset '{self.dataset}' has none: "
+                "use 'ratio'"
+            )
         return self
 
 
@@ -257,7 +276,7 @@ class ImageSettings(_Section):
     every_rounds: int = Field(0, ge=0)  # nodes draw their split's clips every N rounds; 0 = never
     split: Literal["val", "test"] = "test"
     per_class: int = Field(4, ge=1)  # clips drawn per class and node
-    pipeline_model: str | None = None  # hub id or local dir; None: the profile's model
+    pipeline_model: str | None = None  # hub id or local dir; None: SD 1.5 / FLUX.1-schnell
     steps: int | None = Field(None, ge=1)  # None: 25 (SD) / 4 (FLUX.1-schnell)
     guidance_scale: float | None = Field(None, ge=0)  # None: 7.5 (SD) / 0.0 (FLUX.1-schnell)
     height: int | None = Field(None, ge=8)  # None: the pipeline's default
@@ -302,4 +321,26 @@ class ExperimentConfig(_Section):
                     f"nodes {chosen} choose their classes, which only data.partitioning 'by_class' honours "
                     f"(this run uses '{self.data.partitioning}')"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _data_matches_encoder(self) -> ExperimentConfig:
+        precomputed = (self.data.dataset == "precomputed", self.feda2v.audio_encoder == "precomputed")
+        if precomputed == (True, False):
+            raise ValueError(
+                "data.dataset 'precomputed' holds embeddings, not audio: set feda2v.audio_encoder to 'precomputed' "
+                "(it passes the arrays through unchanged)"
+            )
+        if precomputed == (False, True):
+            raise ValueError(
+                "feda2v.audio_encoder 'precomputed' reads embeddings saved as .npy files: set data.dataset to "
+                f"'precomputed' (<root>/<class>/*.npy arrays (T, D)), or choose 'mel-patch' or 'ast' to encode the "
+                f"'{self.data.dataset}' audio"
+            )
+        capped = [pid for pid, n in self.nodes.items() if n.max_clips_per_class is not None]
+        if capped and self.data.dataset == "procedural":
+            raise ValueError(
+                f"nodes {capped} set max_clips_per_class, which caps clips read from disk; the 'procedural' "
+                "dataset synthesises data.clips_per_class clips per class: remove it or use a dataset on disk"
+            )
         return self

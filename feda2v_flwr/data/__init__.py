@@ -1,8 +1,8 @@
-"""Datasets and partitions: procedurally generated sounds (the offline default), ESC-50 and
-audio folders on disk, split per node by class."""
+"""Datasets and partitions: procedurally generated sounds (the offline default), ESC-50, VEGAS,
+VGGSound, audio folders and precomputed embeddings on disk, split per node by class or by clip."""
 
 from feda2v_flwr.data.audio_files import read_audio
-from feda2v_flwr.data.datasets import DatasetError, DatasetIndex, index_dataset
+from feda2v_flwr.data.datasets import VEGAS_CLASSES, DatasetError, DatasetIndex, index_dataset
 from feda2v_flwr.data.partition import (
     SPLITS,
     Clip,
@@ -16,6 +16,7 @@ from feda2v_flwr.data.procedural import SOUND_CLASSES, synthesize
 __all__ = [
     "SOUND_CLASSES",
     "SPLITS",
+    "VEGAS_CLASSES",
     "Clip",
     "DatasetError",
     "DatasetIndex",

@@ -1,4 +1,5 @@
-"""Reading audio files: probe without decoding, then mono, resampled, fixed-length waves."""
+"""Reading clip files: audio (probe without decoding, then mono, resampled, fixed-length waves)
+and the ``precomputed`` dataset's embedding arrays (``.npy``, header first, then the array)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import soundfile
 from scipy.signal import resample_poly
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+EMBEDDING_EXTENSION = ".npy"
 # Part of every file clip's identity: bump it when reading changes what a clip's wave is,
 # so cached embeddings of the old waves are not reused.
 READER_VERSION = "audio-reader-v1"
+EMBEDDING_READER_VERSION = "embedding-reader-v1"
 
 
 def audio_problem(path: Path) -> str | None:
@@ -30,6 +33,35 @@ def audio_problem(path: Path) -> str | None:
     if info.frames <= 0 or info.samplerate <= 0:
         return "the file holds no audio frames"
     return None
+
+
+def embedding_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of the ``.npy`` array in ``path``, from its header only (memory-mapped, no
+    data read). Raises ``ValueError`` saying why when the file is not a readable numeric array."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"not a readable .npy array ({err})") from None
+    shape, dtype = array.shape, array.dtype
+    del array  # closes the memory map
+    return shape, dtype
+
+
+def read_embedding(path: Path) -> np.ndarray:
+    """The float32 array (T, D) saved in ``path``; ``ValueError`` when it cannot be read as one."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"cannot read the .npy array ({err}); the file is damaged, moved or replaced") from None
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"holds a {array.dtype} array of shape {array.shape}, not a float array (T, D)")
+    return array.astype(np.float32, copy=False)
+
+
+def embedding_identity(path: Path) -> str:
+    """Names one precomputed clip: the path, its size and modification time."""
+    stat = path.stat()
+    return f"{EMBEDDING_READER_VERSION}/{path}/size{stat.st_size}/mtime{stat.st_mtime_ns}"
 
 
 def file_identity(path: Path, *, sample_rate: int, seconds: float) -> str:

@@ -1,5 +1,5 @@
 """Which classes and clips a node holds (disjoint classes, or clip-level IID / Dirichlet /
-k classes per node) and its train / val / test splits."""
+k classes per node), at most ``max_clips_per_class`` of each, and its train / val / test splits."""
 
 from __future__ import annotations
 
@@ -14,20 +14,29 @@ import numpy as np
 
 from feda2v_flwr.config.loading import ConfigError
 from feda2v_flwr.config.schema import DataSettings, ExperimentConfig
-from feda2v_flwr.data.audio_files import audio_problem, file_identity, read_audio
-from feda2v_flwr.data.datasets import AudioFile, DatasetError, DatasetIndex, index_dataset
+from feda2v_flwr.data.audio_files import (
+    audio_problem,
+    embedding_header,
+    embedding_identity,
+    file_identity,
+    read_audio,
+    read_embedding,
+)
+from feda2v_flwr.data.datasets import AudioFile, DatasetError, DatasetIndex, embedding_mismatch, index_dataset
 from feda2v_flwr.data.procedural import GENERATOR_VERSION, synthesize
 from feda2v_flwr.data.sample_partitions import assign_samples
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+_CAP_STREAM = 1  # seeds the max_clips_per_class draw apart from the split permutation
 
 
 @dataclass(frozen=True)
 class Clip:
-    """One labelled clip. ``identity`` names it uniquely (cache key); ``load`` gives the wave;
-    ``source`` is the audio file it is read from (None for synthesised clips)."""
+    """One labelled clip. ``identity`` names it uniquely (cache key); ``load`` gives the wave (the
+    (T, D) array for precomputed embeddings); ``source`` is the file it is read from (None for
+    synthesised clips)."""
 
     class_name: str
     identity: str
@@ -62,7 +71,7 @@ def partition_classes(config: ExperimentConfig, partition_id: int, num_partition
 
 
 def load_partition(config: ExperimentConfig, partition_id: int, num_partitions: int) -> PartitionData:
-    """The node's clips per split. Unreadable audio files are skipped with one warning each."""
+    """The node's clips per split. Unreadable files are skipped with one warning each."""
     try:
         index = index_dataset(config.data)
     except DatasetError as err:
@@ -78,7 +87,10 @@ def load_partition(config: ExperimentConfig, partition_id: int, num_partitions: 
         splits, skipped = _file_splits(classes, index.files, index, split_data, partition_id)
     for class_name in classes:
         if not any(c.class_name == class_name for c in splits["train"]):
-            where = f" in data.train_folds {config.data.train_folds}" if config.data.split_by == "folds" else ""
+            where = {
+                "folds": f" in data.train_folds {config.data.train_folds}",
+                "official": " in VGGSound's official train split",
+            }.get(config.data.split_by, "")
             raise DatasetError(
                 f"Node {partition_id}: class '{class_name}' has no readable training clips{where}. Add audio for it, "
                 f"or leave it out with nodes.{partition_id}.excluded_classes."
@@ -105,6 +117,22 @@ def split_indices(class_name: str, n: int, data: DataSettings) -> dict[str, list
         "val": order[n_train : n_train + n_val],
         "test": order[n_train + n_val :],
     }
+
+
+def official_split_indices(class_name: str, n: int, data: DataSettings) -> dict[str, list[int]]:
+    """Train/val indices of one class's ``n`` official training clips: ``val_ratio`` of them
+    (seeded like :func:`split_indices`, at least one clip left to train) become val."""
+    rng = np.random.default_rng(data.split_seed + zlib.crc32(class_name.encode()))
+    order = rng.permutation(n).tolist()
+    n_val = min(round(data.val_ratio * n), max(0, n - 1))
+    return {"train": order[n_val:], "val": order[:n_val]}
+
+
+def capped_order(class_name: str, n: int, data: DataSettings) -> list[int]:
+    """The order in which a class's ``n`` files are tried when ``max_clips_per_class`` caps them:
+    a permutation seeded by ``split_seed`` and the class (another stream than the split's)."""
+    rng = np.random.default_rng([data.split_seed, zlib.crc32(class_name.encode()), _CAP_STREAM])
+    return rng.permutation(n).tolist()
 
 
 def _federation_classes(data: DataSettings, index: DatasetIndex) -> list[str]:
@@ -146,11 +174,11 @@ def _partition_classes(
 
 
 def node_split_settings(config: ExperimentConfig, partition_id: int) -> DataSettings:
-    """The data section with this node's own ``train_ratio`` / ``val_ratio`` / ``split_seed``."""
+    """The data section with this node's own ``train_ratio`` / ``val_ratio`` / ``split_seed`` /
+    ``max_clips_per_class``."""
     node = config.node(partition_id)
-    overrides = {
-        k: getattr(node, k) for k in ("train_ratio", "val_ratio", "split_seed") if getattr(node, k) is not None
-    }
+    keys = ("train_ratio", "val_ratio", "split_seed", "max_clips_per_class")
+    overrides = {k: getattr(node, k) for k in keys if getattr(node, k) is not None}
     if not overrides:
         return config.data
     try:
@@ -224,28 +252,55 @@ def _sample_level_splits(
 def _file_splits(
     classes: list[str], files: Sequence[AudioFile], index: DatasetIndex, data: DataSettings, partition_id: int
 ) -> tuple[dict[str, list[Clip]], int]:
-    """Clips per split from the readable ``files`` of ``classes``, and how many files were skipped."""
+    """Clips per split from the readable ``files`` of ``classes`` (at most ``max_clips_per_class``
+    of each class), and how many files were skipped."""
     fold_split = _fold_splits(index, data) if data.split_by == "folds" else None
-    readable: dict[str, list[AudioFile]] = {c: [] for c in classes}
-    skipped = 0
+    candidates: dict[str, list[AudioFile]] = {c: [] for c in classes}
     for file in files:
-        if file.class_name not in readable or (fold_split is not None and file.fold not in fold_split):
-            continue
-        problem = audio_problem(file.path)
-        if problem is None:
-            readable[file.class_name].append(file)
-        else:
-            log.warning("Node %d: skipping %s: %s", partition_id, file.path, problem)
-            skipped += 1
+        if file.class_name in candidates and (fold_split is None or file.fold in fold_split):
+            candidates[file.class_name].append(file)
     splits: dict[str, list[Clip]] = {name: [] for name in SPLITS}
-    for class_name, files in readable.items():
+    skipped = 0
+    for class_name, group in candidates.items():
+        cap = data.max_clips_per_class
+        order = range(len(group)) if cap is None else capped_order(class_name, len(group), data)
+        kept: list[int] = []
+        for position in order:
+            if cap is not None and len(kept) == cap:
+                break
+            problem = _file_problem(group[position], index)
+            if problem is None:
+                kept.append(position)
+            else:
+                log.warning("Node %d: skipping %s: %s", partition_id, group[position].path, problem)
+                skipped += 1
+        readable = [group[p] for p in sorted(kept)]  # listing order, so the split only depends on the seeds
         if fold_split is not None:
-            for file in files:
+            for file in readable:
                 splits[fold_split[file.fold]].append(_file_clip(file, data))
+        elif data.split_by == "official":
+            train = [f for f in readable if f.official_split == "train"]
+            for split, indices in official_split_indices(class_name, len(train), data).items():
+                splits[split] += [_file_clip(train[i], data) for i in indices]
+            splits["test"] += [_file_clip(f, data) for f in readable if f.official_split == "test"]
         else:
-            for split, indices in split_indices(class_name, len(files), data).items():
-                splits[split] += [_file_clip(files[i], data) for i in indices]
+            for split, indices in split_indices(class_name, len(readable), data).items():
+                splits[split] += [_file_clip(readable[i], data) for i in indices]
     return splits, skipped
+
+
+def _file_problem(file: AudioFile, index: DatasetIndex) -> str | None:
+    """Why ``file`` cannot be used (it is then skipped), from its header only. A precomputed array
+    of another shape than the dataset's is a ``DatasetError``: the dataset must be fixed."""
+    if index.embedding_shape is None:
+        return audio_problem(file.path)
+    try:
+        shape, dtype = embedding_header(file.path)
+    except ValueError as err:
+        return str(err)
+    if shape != index.embedding_shape or not np.issubdtype(dtype, np.floating):
+        raise DatasetError(embedding_mismatch(file.path, shape, dtype, index))
+    return None
 
 
 def _fold_splits(index: DatasetIndex, data: DataSettings) -> dict[int, str]:
@@ -263,6 +318,8 @@ def _fold_splits(index: DatasetIndex, data: DataSettings) -> dict[int, str]:
 
 
 def _file_clip(file: AudioFile, data: DataSettings) -> Clip:
+    if data.dataset == "precomputed":
+        return Clip(file.class_name, embedding_identity(file.path), partial(read_embedding, file.path), file.path)
     return Clip(
         class_name=file.class_name,
         identity=file_identity(file.path, sample_rate=data.sample_rate, seconds=data.clip_seconds),

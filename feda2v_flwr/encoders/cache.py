@@ -2,7 +2,9 @@
 
 Key = encoder id + a hash of every setting that changes the output (``encoder.cache_key()``) +
 the clip's identity. The full token sequence is cached; CLS-only slicing happens after the
-cache, so both modes share entries safely.
+cache, so both modes share entries safely. An encoder whose inputs already are embeddings
+(``precomputed``) says ``cacheable = False``: its clips are read from their own files every time
+and nothing is written.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class AudioEncoder(Protocol):
+    """What the cache needs of an encoder. An optional class attribute ``cacheable = False`` says
+    its outputs must not be stored (they already are files the user owns)."""
+
     calls: int  # clips encoded so far
 
     @property
@@ -33,8 +38,10 @@ class AudioEncoder(Protocol):
 class EmbeddingCache:
     def __init__(self, cache_dir: str | Path, encoder: AudioEncoder, batch_size: int = 16):
         self.encoder = encoder
+        self.stores = bool(getattr(encoder, "cacheable", True))
         self.directory = Path(cache_dir) / "embeddings" / encoder.cache_key()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.stores:
+            self.directory.mkdir(parents=True, exist_ok=True)
         self.batch_size = batch_size
         self.failed: set[str] = set()  # identities of clips whose audio could not be decoded
 
@@ -46,7 +53,9 @@ class EmbeddingCache:
 
         A clip whose audio cannot be decoded (a damaged file whose header still reads) is left
         out with one warning naming it and recorded in ``failed``; the rows follow the order of
-        the remaining clips."""
+        the remaining clips. An encoder that is not ``cacheable`` reads every clip now instead."""
+        if not self.stores:
+            return self._embed_directly(clips)
         missing = [c for c in clips if not self._file(c).exists() and c.identity not in self.failed]
         if missing:
             log.info("Encoding %d of %d clips (the rest are cached in %s)", len(missing), len(clips), self.directory)
@@ -65,6 +74,27 @@ class EmbeddingCache:
         if clips and not kept:
             raise ValueError(f"None of the {len(clips)} clips could be decoded; see the warnings above")
         return np.stack([np.load(self._file(c)) for c in kept]) if kept else np.zeros((0, 1, self.encoder.embed_dim))
+
+    def _embed_directly(self, clips: Sequence[Clip]) -> np.ndarray:
+        """(N, T, D) from an encoder that is not cached: every clip is loaded and encoded now. An
+        array the encoder rejects is an error naming its file; an unreadable file is skipped."""
+        rows = []
+        for clip in clips:
+            if clip.identity in self.failed:
+                continue
+            try:
+                array = clip.load()
+            except ValueError as err:
+                log.warning("Skipping %s: %s", clip.source or clip.identity, err)
+                self.failed.add(clip.identity)
+                continue
+            try:
+                rows.append(self.encoder.encode([array])[0])
+            except ValueError as err:
+                raise ValueError(f"{clip.source or clip.identity}: {err}") from None
+        if clips and not rows:
+            raise ValueError(f"None of the {len(clips)} clips could be read; see the warnings above")
+        return np.stack(rows) if rows else np.zeros((0, 1, self.encoder.embed_dim))
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
