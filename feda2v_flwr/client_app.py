@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from flwr.client import ClientApp, NumPyClient
 
 from feda2v_flwr.config import load_config
 from feda2v_flwr.logging_setup import setup_logging
+from feda2v_flwr.resume import load_client_state, save_client_state
 from feda2v_flwr.training.task import ClientTask
 
+log = logging.getLogger(__name__)
 STATE_KEY = "feda2v"
 _TASKS: dict[tuple, ClientTask] = {}  # long-lived simulation actors reuse loaded data across rounds
 
@@ -46,15 +49,35 @@ class FedA2VClient(NumPyClient):
         record = self.state.get(STATE_KEY)
         return record[name] if isinstance(record, ConfigRecord) and name in record else None
 
+    def _state_dir(self, config: dict) -> Path | None:
+        directory = self.node_config.get("client-state-dir") or config.get("client-state-dir")
+        return Path(str(directory)) if directory else None
+
+    def _restore_state(self, config: dict, server_round: int) -> None:
+        """A node without state after round 1 (a resumed run, a restarted node) takes its last
+        saved state from before this round, so its optimizers and generators go on as they were."""
+        directory = self._state_dir(config)
+        if STATE_KEY in self.state or server_round <= 1 or directory is None:
+            return
+        record = load_client_state(directory, self.partition_id, before_round=server_round)
+        if record is None:
+            log.warning(
+                "node %d: no saved state before round %d; optimizers start fresh", self.partition_id, server_round
+            )
+            return
+        self.state[STATE_KEY] = ConfigRecord(record)
+
     def get_parameters(self, config: dict) -> list[np.ndarray]:
         return self._task(config).initial_arrays()
 
     def fit(self, parameters: list[np.ndarray], config: dict):
+        server_round = int(config["server_round"])
+        self._restore_state(config, server_round)
         generator_dir = self.node_config.get("generator-dir") or config.get("client-generator-dir")
         pretrained = self.node_config.get("pretrained-generator-path") or config.get("pretrained-generator-path")
         outcome = self._task(config).fit(
             parameters,
-            int(config["server_round"]),
+            server_round,
             self._saved("optimizer"),
             self._saved("local_adapters"),
             generator_state=self._saved("generators"),
@@ -66,9 +89,15 @@ class FedA2VClient(NumPyClient):
         if outcome.generator_state is not None:
             record["generators"] = outcome.generator_state
         self.state[STATE_KEY] = ConfigRecord(record)
+        directory = self._state_dir(config)
+        if directory is not None and int(config.get("save-client-state", 0)):
+            save_client_state(
+                directory, self.partition_id, server_round, record, keep_last=int(config.get("keep-client-states", 3))
+            )
         return outcome.arrays, outcome.num_examples, outcome.metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict):
+        self._restore_state(config, int(config.get("server_round", 0)) + 1)  # a node restarted since its fit
         image_dir = self.node_config.get("image-dir") or config.get("image-dir")
         metrics = self._task(config).evaluate(
             parameters,

@@ -9,6 +9,7 @@ the SuperLink by PID and exits non-zero unless the run finished as completed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,10 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+
+import psutil
 
 from feda2v_flwr.config import ConfigError, load_config
 from feda2v_flwr.config.loading import PROJECT_ROOT
@@ -75,11 +79,14 @@ def run_simulation(
     num_gpus_per_client: float = 0.0,
     app_dir: Path = PROJECT_ROOT,
     stream: bool = True,
+    resume: str = "",
+    stop_after_round: int = 0,
 ) -> tuple[str, Path]:
     """Run one simulation to the end. Returns (final status, run directory)."""
     experiment = load_config(config, overrides)
     flwr_home.mkdir(parents=True, exist_ok=True)
     env = simulation_env(flwr_home)
+    launch_id = env["FEDA2V_LAUNCH_ID"] = uuid.uuid4().hex  # marks every process this launch starts
     port = _free_port()
     (flwr_home / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
@@ -107,7 +114,14 @@ def run_simulation(
     )
     try:
         _wait_for_port(port, superlink)
-        values = {"config": config, "overrides": overrides, "run-name": run_name, "output-dir": str(output_dir)}
+        values = {
+            "config": config,
+            "overrides": overrides,
+            "run-name": run_name,
+            "output-dir": str(output_dir),
+            "resume": resume,
+            "stop-after-round": stop_after_round,
+        }
         # A TOML file, not "k=v" pairs: flwr's pair parser cannot carry quotes inside values.
         run_config = flwr_home / f"run-config-{run_name}.toml"
         run_config.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
@@ -150,6 +164,26 @@ def run_simulation(
             os.killpg(superlink.pid, signal.SIGKILL)
             superlink.wait()
         log_file.close()
+        _stop_leftovers(launch_id)
+
+
+def _stop_leftovers(launch_id: str, timeout: float = 30.0) -> None:
+    """After an interrupted run the SuperLink's simulation process and its Ray workers outlive
+    it: stop every process this launch started (SIGTERM, then SIGKILL after ``timeout``)."""
+    mine = []
+    for process in psutil.process_iter():
+        try:
+            if process.pid != os.getpid() and process.environ().get("FEDA2V_LAUNCH_ID") == launch_id:
+                mine.append(process)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    for process in mine:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(mine, timeout=timeout)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
 
 
 def _wait_for_status(run_id: str, env: dict[str, str], timeout: float = 7200.0) -> str:
@@ -174,7 +208,9 @@ def _wait_for_status(run_id: str, env: dict[str, str], timeout: float = 7200.0) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="feda2v-sim", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/default.json", help="experiment JSON (project-relative ok)")
+    parser.add_argument(
+        "--config", help="experiment JSON (project-relative ok; default configs/default.json, or the resumed run's)"
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -187,24 +223,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flwr-home", default=".flwr-home", help="Flower state for this launcher")
     parser.add_argument("--num-cpus-per-client", type=int, default=1)
     parser.add_argument("--num-gpus-per-client", type=float, default=0.0)
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_OR_CHECKPOINT",
+        default="",
+        help="continue a stopped run: its folder (outputs/<run>: same folder, its config.json) or a checkpoint",
+    )
+    parser.add_argument(
+        "--stop-after-round", type=int, default=0, help="end this session after that round (checkpointed)"
+    )
     args = parser.parse_args(argv)
 
+    config, run_name, output_dir = args.config, args.run_name, Path(args.output_dir)
+    resumed_run = Path(args.resume) if args.resume and (Path(args.resume) / "config.json").is_file() else None
+    if resumed_run is not None:  # continue in the run's own folder, with its own config
+        config = config or str((resumed_run / "config.json").resolve())
+        run_name = run_name or resumed_run.resolve().name
+        output_dir = resumed_run.resolve().parent
+    config = config or "configs/default.json"
     overrides = "; ".join(args.set)
-    run_name = args.run_name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_name = run_name or f"{Path(config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        load_config(args.config, overrides)
+        load_config(config, overrides)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
+    # SIGTERM (a scheduler's kill, `kill`) unwinds like Ctrl-C: the SuperLink is stopped and the
+    # last complete checkpoint stays loadable (checkpoints are written atomically).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     start = time.time()
     status, run_dir = run_simulation(
-        config=args.config,
+        config=config,
         overrides=overrides,
         run_name=run_name,
-        output_dir=Path(args.output_dir).resolve(),
+        output_dir=output_dir.resolve(),
         flwr_home=Path(args.flwr_home).resolve(),
         num_cpus_per_client=args.num_cpus_per_client,
         num_gpus_per_client=args.num_gpus_per_client,
+        resume=str(Path(args.resume).resolve()) if args.resume else "",
+        stop_after_round=args.stop_after_round,
     )
     print(f"\nRun status: {status} after {time.time() - start:.0f} s")
     summary = run_dir / "summary.json"

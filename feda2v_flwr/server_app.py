@@ -13,13 +13,14 @@ from flwr.app import Context
 from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 
 from feda2v_flwr.checkpoint import load_checkpoint, saved_adapters
-from feda2v_flwr.config import ExperimentConfig, load_config, resolve_run_path
+from feda2v_flwr.config import ConfigError, ExperimentConfig, load_config, resolve_run_path
 from feda2v_flwr.data.partition import federation_classes
 from feda2v_flwr.devices import resolve_device
 from feda2v_flwr.encoders import audio_embed_dim, load_text_targets, target_slots
 from feda2v_flwr.images.pipelines import import_diffusers
 from feda2v_flwr.logging_setup import setup_logging
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
+from feda2v_flwr.resume import check_resumable, find_checkpoint, trim_metrics
 from feda2v_flwr.training.adapters import build_model
 from feda2v_flwr.training.client_generators import check_client_generator_setup
 from strategies.feda2v import FedA2VStrategy
@@ -35,13 +36,25 @@ def run_directory(run_config: dict, config_file: str) -> Path:
     return (output_dir if output_dir.is_absolute() else Path.cwd() / output_dir).resolve() / name
 
 
-def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
-    """Everything the server needs, from the validated config (no Flower context needed)."""
+def build_strategy(
+    config: ExperimentConfig, run_dir: Path, *, resume: str | Path | None = None, stop_after_round: int | None = None
+) -> FedA2VStrategy:
+    """Everything the server needs, from the validated config (no Flower context needed).
+
+    ``resume``: a checkpoint (file, pointer, checkpoint folder or run folder) to continue from at
+    its round + 1. ``stop_after_round``: end this session after that round (checkpointed), as if
+    the run had been stopped there; schedules still follow ``federation.global_rounds``.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
+    f = config.feda2v
+    resumed = None
+    if resume:
+        resume_path = find_checkpoint(resume, f.generator_checkpoint_base_name)
+        resumed = load_checkpoint(resume_path)
+        check_resumable(config, resumed, resume_path)
     cache_dir = Path(config.data.cache_dir).expanduser()
     cache_dir = cache_dir if cache_dir.is_absolute() else (Path.cwd() / cache_dir).resolve()
     (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=1))
-    f = config.feda2v
     if config.images.every_rounds:
         import_diffusers()  # the nodes draw pictures: fail here, before any training, if the extra is missing
     classes = federation_classes(config)
@@ -57,6 +70,8 @@ def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
         adapter_path = resolve_run_path(f.adapter_checkpoint_path or f.generator_checkpoint_path or "")
         initial_state = saved_adapters(load_checkpoint(adapter_path), initial_state, adapter_path)
         log.info("Global adapters start from %s", adapter_path)
+    if resumed is not None:
+        initial_state = saved_adapters(resumed, initial_state, resume_path)
     trainer = ServerGeneratorTrainer(
         config=config,
         adapters=build_model(config, slots, in_dim),
@@ -70,6 +85,21 @@ def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
         trainer.load_generator(payload, source=str(path))
         if adapter_path == path:  # the fine-tuning optimizer belongs to the adapters it was saved with
             trainer.load_finetune_state(payload)
+    start_round = 0
+    if resumed is not None:
+        if resumed["generator_class"]:
+            trainer.load_generator(resumed, source=str(resume_path))
+        trainer.load_finetune_state(resumed)
+        start_round = int(resumed["round"])
+    if stop_after_round is not None and stop_after_round <= start_round:
+        raise ConfigError(f"stop-after-round {stop_after_round} is not after the resumed round {start_round}")
+        dropped = trim_metrics(run_dir / "metrics.jsonl", start_round)
+        log.info(
+            "Resuming from %s at round %d (%d metric lines of unfinished rounds dropped)",
+            resume_path,
+            start_round + 1,
+            dropped,
+        )
     if f.client_generators:  # fail before any training, not in every client's fit
         pretrained = resolve_run_path(f.pretrained_generator_path) if f.pretrained_generator_path else None
         check_client_generator_setup(config, pretrained)
@@ -77,7 +107,11 @@ def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
     checkpoint_dir = Path(f.generator_checkpoint_dir)
     checkpoint_dir = checkpoint_dir if checkpoint_dir.is_absolute() else run_dir / checkpoint_dir
     wandb_logger = WandbLogger(
-        config.wandb, run_dir=run_dir, run_name=run_dir.name, config=config.model_dump(mode="json")
+        config.wandb,
+        run_dir=run_dir,
+        run_name=run_dir.name,
+        config=config.model_dump(mode="json"),
+        run_id=resumed["wandb_run_id"] if resumed is not None else None,
     )
     return FedA2VStrategy(
         config=config,
@@ -90,6 +124,8 @@ def build_strategy(config: ExperimentConfig, run_dir: Path) -> FedA2VStrategy:
         checkpoint_dir=checkpoint_dir,
         metrics_log=MetricsLog(run_dir / "metrics.jsonl"),
         wandb_logger=wandb_logger,
+        start_round=start_round,
+        last_round=min(config.federation.global_rounds, stop_after_round or config.federation.global_rounds),
     )
 
 
@@ -101,9 +137,10 @@ def server_fn(context: Context) -> ServerAppComponents:
     config = load_config(config_file, str(run_config.get("overrides", "")))
     run_dir = run_directory(run_config, config_file)
     log.info("FedA2V run: outputs in %s", run_dir)
-    strategy = build_strategy(config, run_dir)
+    stop_after = int(run_config.get("stop-after-round") or 0) or None
+    strategy = build_strategy(config, run_dir, resume=str(run_config.get("resume") or ""), stop_after_round=stop_after)
     server_config = ServerConfig(
-        num_rounds=config.federation.global_rounds, round_timeout=config.federation.round_timeout
+        num_rounds=strategy.last_round - strategy.round_offset, round_timeout=config.federation.round_timeout
     )
     return ServerAppComponents(strategy=strategy, config=server_config)
 

@@ -32,6 +32,7 @@ from flwr.server.strategy import FedAvg
 from feda2v_flwr.checkpoint import new_payload, save_checkpoint
 from feda2v_flwr.config.loading import config_hash, resolve_run_path
 from feda2v_flwr.config.schema import ExperimentConfig
+from feda2v_flwr.data.partition import partition_classes
 from feda2v_flwr.images.drawing import decode_labels, images_due
 from feda2v_flwr.images.scoring import image_metrics
 from feda2v_flwr.payload import ClientUpdate, PayloadError, decode_update, for_transfer
@@ -56,7 +57,12 @@ class FedA2VStrategy(FedAvg):
         checkpoint_dir: Path,
         metrics_log: MetricsLog,
         wandb_logger: WandbLogger | None = None,
+        start_round: int = 0,
+        last_round: int | None = None,
     ):
+        """``start_round``: the round a resumed run's checkpoint is from (Flower counts this
+        session's rounds from 1; the strategy adds the offset). ``last_round``: this session's
+        last round (default ``global_rounds``)."""
         fed = config.federation
         min_fit = min(fed.min_fit_clients, fed.num_clients)
         self.adapter_keys = list(initial_state)
@@ -77,10 +83,13 @@ class FedA2VStrategy(FedAvg):
         self.run_dir, self.cache_dir, self.checkpoint_dir = run_dir, cache_dir, checkpoint_dir
         self.metrics_log = metrics_log
         self.wandb = wandb_logger
-        self.num_rounds = fed.global_rounds
+        self.num_rounds = fed.global_rounds  # the run's length: schedules and client checkpoints follow it
+        self.round_offset = start_round
+        self.last_round = last_round or fed.global_rounds
         pretrained = config.feda2v.pretrained_generator_path
         self.pretrained_path = resolve_run_path(pretrained) if pretrained else None  # clients get it absolute
         self.summary: dict[str, Any] = {}
+        self._owned: dict[int, set[str]] = {}
 
     def __repr__(self) -> str:
         return f"FedA2VStrategy(mode={self.config.feda2v.adapter_aggregation_mode})"
@@ -93,6 +102,9 @@ class FedA2VStrategy(FedAvg):
             "cache-dir": str(self.cache_dir),
             "client-generator-dir": str(self.run_dir / "client_generators"),
             "image-dir": str(self.run_dir / self.config.images.output_dir),  # an absolute output_dir stays
+            "client-state-dir": str(self.run_dir / "client_state"),
+            "save-client-state": int(self._checkpoint_due(server_round)),
+            "keep-client-states": self.config.feda2v.checkpoint_keep_last,
             **({"pretrained-generator-path": str(self.pretrained_path)} if self.pretrained_path else {}),
         }
 
@@ -106,6 +118,7 @@ class FedA2VStrategy(FedAvg):
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
+        server_round += self.round_offset
         pairs = super().configure_fit(server_round, self._for_transfer(parameters), client_manager)
         log.info("Round %d: training on %d nodes", server_round, len(pairs))
         return [(c, FitIns(ins.parameters, {**ins.config, **self._round_config(server_round)})) for c, ins in pairs]
@@ -113,8 +126,9 @@ class FedA2VStrategy(FedAvg):
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        server_round += self.round_offset
         gap = self.config.federation.eval_gap
-        due = gap > 0 and (server_round % gap == 0 or server_round == self.num_rounds)
+        due = gap > 0 and (server_round % gap == 0 or server_round in (self.num_rounds, self.last_round))
         if not (due or images_due(self.config.images, server_round)):
             return []
         pairs = super().configure_evaluate(server_round, self._for_transfer(parameters), client_manager)
@@ -129,6 +143,7 @@ class FedA2VStrategy(FedAvg):
         results: list[tuple[ClientProxy, FitRes]],
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        server_round += self.round_offset
         start = time.perf_counter()
         failure_reasons = [_failure_reason(f) for f in failures]
         for reason in failure_reasons:
@@ -161,12 +176,13 @@ class FedA2VStrategy(FedAvg):
         report = RoundReport()
         if f.use_generator or f.global_model_train_from_nodes_adapters:
             log.info("Round %d: server step on %d classes", server_round, len(class_stats))
+            torch.manual_seed(self.config.training.seed * 1_000_003 + server_round)  # e.g. GAN dropout: resumable
             state, report = self.trainer.run_round(server_round, state, class_stats, teachers)
             self._log_server_step(server_round, report)
         self.state = state
 
         ckpt = self._maybe_checkpoint(server_round, report)
-        metrics: dict[str, Scalar] = {"num_updates": len(updates), "dropped": len(dropped)}
+        metrics: dict[str, Scalar] = {"num_updates": len(updates), "dropped": len(dropped), "failures": len(failures)}
         if report.generator_loss is not None:
             metrics["generator_loss"] = report.generator_loss
         if report.finetune_loss is not None:
@@ -193,6 +209,9 @@ class FedA2VStrategy(FedAvg):
                 if res.num_examples < 1:
                     raise PayloadError(f"num_examples is {res.num_examples}")
                 pid = int(pid)
+                foreign = sorted(set(stats) - self._owned_classes(pid))
+                if foreign:
+                    raise PayloadError(f"statistics for classes {foreign} that partition {pid} does not hold")
                 if any(u.partition_id == pid for u in updates):
                     raise PayloadError(f"a second reply for partition {pid} (partition ids must be unique)")
             except (PayloadError, ValueError, TypeError) as err:
@@ -202,6 +221,19 @@ class FedA2VStrategy(FedAvg):
             metrics = {k: v for k, v in res.metrics.items() if k != "manifest"}
             updates.append(ClientUpdate(pid, res.num_examples, adapters, stats, metrics))
         return updates, dropped
+
+    def _owned_classes(self, partition_id: int) -> set[str]:
+        """The classes a partition may report: its by-class share (computed from the config and
+        the dataset index, once); any federation class under clip-level partitionings, whose
+        assignment only the nodes compute."""
+        num_clients = self.config.federation.num_clients
+        if not 0 <= partition_id < num_clients:
+            raise PayloadError(f"partition id {partition_id} is outside 0..{num_clients - 1}")
+        if self.config.data.partitioning != "by_class":
+            return set(self.classes)
+        if partition_id not in self._owned:
+            self._owned[partition_id] = set(partition_classes(self.config, partition_id, num_clients))
+        return self._owned[partition_id]
 
     # ---- logging -------------------------------------------------------------------------------
     def _log_fit(self, server_round: int, updates: list[ClientUpdate], dropped: list, failures: list) -> None:
@@ -216,7 +248,8 @@ class FedA2VStrategy(FedAvg):
             clients=clients,
             client_loss_mean=losses,
             payload_bytes_per_client=payload,
-            download_bytes_per_client=int(sum(v.nbytes for v in self.state.values())),
+            download_bytes_per_client=int(sum(v.size for v in self.state.values()))
+            * np.dtype(self.config.feda2v.transfer_dtype).itemsize,
             dropped=dropped,
             failures=failures,
         )
@@ -273,11 +306,16 @@ class FedA2VStrategy(FedAvg):
             self.wandb.log(server_round, metrics)
 
     # ---- checkpoints ---------------------------------------------------------------------------
+    def _checkpoint_due(self, server_round: int) -> bool:
+        """Every ``generator_checkpoint_frequency`` rounds and at the end of the run or session
+        (the nodes save their own state on the same rounds, so any checkpoint can be resumed)."""
+        f = self.config.feda2v
+        periodic = server_round % f.generator_checkpoint_frequency == 0
+        return f.generator_save_checkpoint and (periodic or server_round in (self.num_rounds, self.last_round))
+
     def _maybe_checkpoint(self, server_round: int, report: RoundReport) -> Path | None:
         f = self.config.feda2v
-        if not f.generator_save_checkpoint:
-            return None
-        if server_round % f.generator_checkpoint_frequency != 0 and server_round != self.num_rounds:
+        if not self._checkpoint_due(server_round):
             return None
         trainer_state = self.trainer.state_dict()
         payload = new_payload(
@@ -307,6 +345,7 @@ class FedA2VStrategy(FedAvg):
         results: list[tuple[ClientProxy, EvaluateRes]],
         failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
     ) -> tuple[float | None, dict[str, Scalar]]:
+        server_round += self.round_offset
         if not results:
             return None, {}
         metrics: dict[str, Scalar] = {**weighted_split_metrics([r.metrics for _, r in results])}
@@ -324,7 +363,7 @@ class FedA2VStrategy(FedAvg):
         )
         self.summary.update(round=server_round, evaluation=metrics)
         self.write_summary()
-        if server_round == self.num_rounds and self.wandb is not None:
+        if server_round == self.last_round and self.wandb is not None:
             self.wandb.finish()
         return loss, metrics
 

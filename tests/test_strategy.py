@@ -89,6 +89,18 @@ def test_a_second_reply_for_the_same_partition_is_dropped(tmp_path, cache_dir):
     assert metrics["num_updates"] == 1 and metrics["dropped"] == 1
 
 
+def test_statistics_of_classes_a_node_does_not_hold_are_dropped(tmp_path, cache_dir):
+    strategy = _strategy(tmp_path, cache_dir, **PLAIN)
+    first, second = _replies(strategy, cache_dir)
+    first[1].metrics["partition_id"] = 1  # node 0's statistics under node 1's name
+    second[1].metrics["partition_id"] = 7  # no such partition
+    params, metrics = strategy.aggregate_fit(1, [first, second], [])
+    assert params is None and metrics == {"skipped": 1}
+    reasons = read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]["dropped"]
+    assert "statistics for classes ['dog', 'siren'] that partition 1 does not hold" in reasons[0]["reason"]
+    assert "partition id 7 is outside 0..1" in reasons[1]["reason"]
+
+
 def test_too_few_valid_replies_skip_the_round_not_the_run(tmp_path, cache_dir):
     config = tiny_config(feda2v=PLAIN, federation={"min_fit_clients": 2}, data={"cache_dir": str(cache_dir)})
     strategy = build_strategy(config, tmp_path / "run")

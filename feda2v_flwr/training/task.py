@@ -131,7 +131,9 @@ class ClientTask:
         load_s = time.perf_counter() - start
 
         epochs = 0 if cfg.feda2v.generator_only_mode else cfg.federation.local_epochs
-        generator = torch.Generator().manual_seed(round_seed(cfg.training.seed, server_round, self.partition_id))
+        seed = round_seed(cfg.training.seed, server_round, self.partition_id)
+        torch.manual_seed(seed)  # whatever draws from torch's global generator (e.g. GAN dropout): resumable
+        generator = torch.Generator().manual_seed(seed)
         losses = train_adapters(
             self.model,
             optimizers,

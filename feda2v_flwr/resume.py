@@ -1,0 +1,143 @@
+"""Resuming a run from a server checkpoint: which file, whether the config still fits it, and
+the run folder's metrics trimmed back to the checkpoint's round.
+
+The checkpoint holds the global adapters, the server generator with its optimizer and epoch
+count, the fine-tuning optimizer and the server RNG; the nodes keep their own state (adapter
+optimizers, local adapters, client generators) in ``<run>/client_state/`` on the checkpoint
+rounds (see ``client_app.py``). Together they continue a run at round r+1 exactly as if it had
+never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from feda2v_flwr.checkpoint import CheckpointError, atomic_torch_save
+from feda2v_flwr.config.loading import ConfigError
+from feda2v_flwr.config.schema import ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+# Keys a resumed run may change: how long it runs, how it reports and where it reads caches.
+# Anything else (architecture, data, seeds, training settings) must equal the checkpoint's.
+CHANGEABLE = (
+    "federation.global_rounds",
+    "federation.eval_gap",
+    "federation.round_timeout",
+    "federation.accept_failures",
+    "federation.min_fit_clients",
+    "training.device",
+    "data.cache_dir",
+    "feda2v.generator_checkpoint_frequency",
+    "feda2v.checkpoint_keep_last",
+    "images.",
+    "wandb.",
+)
+
+
+def find_checkpoint(path: str | Path, base_name: str) -> Path:
+    """The checkpoint to resume from: a ``.pt`` file, a ``*_latest.json`` pointer, a checkpoint
+    folder, or a run folder (its ``checkpoints/``), the last two through the latest pointer."""
+    path = Path(path).expanduser().resolve()
+    if path.is_dir():
+        for folder in (path, path / "checkpoints"):
+            pointer = folder / f"{base_name}_latest.json"
+            if pointer.is_file():
+                return pointer
+        raise CheckpointError(
+            f"{path} holds no {base_name}_latest.json (nor does its checkpoints/ folder): point the resume option "
+            "at a checkpoint file, its folder or the run folder"
+        )
+    if not path.exists():
+        raise CheckpointError(f"Checkpoint to resume from not found: {path}")
+    return path
+
+
+def check_resumable(config: ExperimentConfig, payload: dict[str, Any], path: Path) -> None:
+    """Refuse a config that differs from the checkpoint's in anything but ``CHANGEABLE`` keys, or
+    that has no rounds left to run."""
+    saved = _flatten(json.loads(payload["config"]))
+    current = _flatten(config.model_dump(mode="json"))
+    differing = sorted(
+        key
+        for key in saved.keys() | current.keys()
+        if saved.get(key) != current.get(key) and not key.startswith(CHANGEABLE)
+    )
+    if differing:
+        shown = ", ".join(f"{k} ({saved.get(k)!r} -> {current.get(k)!r})" for k in differing[:8])
+        more = f" and {len(differing) - 8} more" if len(differing) > 8 else ""
+        raise ConfigError(
+            f"Cannot resume from {path}: this config differs from the checkpoint's in {shown}{more}. Resume with "
+            "the run's own config (outputs/<run>/config.json); only the number of rounds, evaluation, logging, "
+            "pictures and caches may change."
+        )
+    if payload["round"] >= config.federation.global_rounds:
+        raise ConfigError(
+            f"{path} is from round {payload['round']}, and federation.global_rounds is "
+            f"{config.federation.global_rounds}: nothing left to run. Raise federation.global_rounds to go on."
+        )
+
+
+def trim_metrics(path: Path, last_round: int) -> int:
+    """Drop the lines of rounds after ``last_round`` (a round the stopped run did not finish);
+    returns how many were dropped."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("round", 0) <= last_round]
+    if len(kept) != len(lines):
+        path.write_text("".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, inner in value.items():
+            flat.update(_flatten(inner, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): value}
+
+
+def client_state_path(directory: Path, partition_id: int, server_round: int) -> Path:
+    return directory / f"node_{partition_id}_round_{server_round}.pt"
+
+
+def save_client_state(
+    directory: Path, partition_id: int, server_round: int, record: dict[str, bytes], *, keep_last: int
+) -> Path:
+    """A node's state after its fit of ``server_round`` (the byte blobs it keeps in Flower's
+    context), written atomically; older rounds beyond ``keep_last`` are removed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = client_state_path(directory, partition_id, server_round)
+    blobs = {name: torch.frombuffer(bytearray(blob), dtype=torch.uint8) for name, blob in record.items()}
+    atomic_torch_save({"round": server_round, "partition_id": partition_id, "state": blobs}, path)
+    for old in _saved_rounds(directory, partition_id)[:-keep_last]:
+        client_state_path(directory, partition_id, old).unlink(missing_ok=True)
+    return path
+
+
+def load_client_state(directory: Path, partition_id: int, *, before_round: int) -> dict[str, bytes] | None:
+    """The node's latest saved state from a round before ``before_round`` (None: nothing saved)."""
+    rounds = [r for r in _saved_rounds(directory, partition_id) if r < before_round]
+    if not rounds:
+        return None
+    path = client_state_path(directory, partition_id, rounds[-1])
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        blobs = saved["state"]
+    except Exception as err:  # a truncated file: say which, never start silently fresh
+        raise CheckpointError(f"Node state {path} is corrupt or truncated ({type(err).__name__}: {err})") from None
+    log.info("node %d: state restored from %s", partition_id, path)
+    return {name: bytes(tensor.numpy().tobytes()) for name, tensor in blobs.items()}
+
+
+def _saved_rounds(directory: Path, partition_id: int) -> list[int]:
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.stem.rsplit("_", 1)[1]) for p in directory.glob(f"node_{partition_id}_round_*.pt"))

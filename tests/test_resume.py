@@ -1,0 +1,166 @@
+"""Resume and determinism, end to end through ``flwr run`` on the tiny config (CPU, full
+participation): a stopped-and-resumed run equals an uninterrupted one bit for bit, two runs with
+one seed are identical, another seed differs, and a SIGTERM mid-round leaves a resumable run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import torch
+
+from conftest import TINY
+from feda2v_flwr.checkpoint import load_checkpoint
+from feda2v_flwr.config.loading import PROJECT_ROOT, ConfigError, validate_config
+from feda2v_flwr.launch import run_simulation
+from feda2v_flwr.reporting import read_metrics
+from feda2v_flwr.resume import check_resumable, trim_metrics
+
+pytestmark = pytest.mark.slow
+
+ROUNDS = 4
+# Wall-clock timings, file locations, and encoder passes (the runs share one embedding cache).
+VOLATILE = ("_s", "seconds", "path", "timestamp", "encoder_calls")
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory):
+    """The tiny config with a checkpoint every round and client generators (their state must
+    survive a resume too)."""
+    folder = tmp_path_factory.mktemp("resume")
+    raw = json.loads(json.dumps(TINY))
+    raw["feda2v"].update(generator_checkpoint_frequency=1, generator_training_mode=True)
+    raw["federation"].update(global_rounds=ROUNDS, local_epochs=1)
+    raw["data"]["cache_dir"] = str(folder / "cache")
+    path = folder / "tiny.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def _run(tmp_path, config_file, name, overrides="", **options):
+    status, run_dir = run_simulation(
+        config=str(config_file),
+        overrides=overrides,
+        run_name=name,
+        output_dir=tmp_path / "outputs",
+        flwr_home=tmp_path / "flwr-home",
+        stream=False,
+        **options,
+    )
+    assert status == "finished:completed", run_dir
+    return run_dir
+
+
+def _final(run_dir):
+    return load_checkpoint(run_dir / "checkpoints" / f"server_generator_round_{ROUNDS}.pt")
+
+
+def _same_tensors(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_tensors(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same_tensors(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    return a == b
+
+
+def _metrics(run_dir) -> list[dict]:
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if not k.endswith(VOLATILE)}
+        return value
+
+    return [clean(m) for m in read_metrics(run_dir / "metrics.jsonl")]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, config_file):
+    return _run(tmp_path_factory.mktemp("full"), config_file, "full")
+
+
+def test_two_rounds_then_a_resume_equal_four_rounds_bit_for_bit(uninterrupted, config_file, tmp_path):
+    first = _run(tmp_path, config_file, "split", stop_after_round=2)
+    assert not (first / "checkpoints" / "server_generator_round_3.pt").exists()
+    assert sorted(p.name for p in (first / "client_state").iterdir())[:2] == ["node_0_round_1.pt", "node_0_round_2.pt"]
+    resumed = _run(tmp_path, config_file, "split", resume=str(first))
+    assert resumed == first
+    full, split = _final(uninterrupted), _final(resumed)
+    for key in ("global_adapters", "generator_state", "generator_optimizer_state", "finetune_optimizer_state"):
+        assert _same_tensors(full[key], split[key]), key
+    assert torch.equal(full["rng_state"], split["rng_state"]) and full["generator_epochs"] == split["generator_epochs"]
+    assert _metrics(uninterrupted) == _metrics(resumed)
+    # The nodes' own generators and optimizers went on as well.
+    for node in (0, 1):
+        name = f"client_generator_node{node}_unified_round_{ROUNDS}.pt"
+        a = torch.load(uninterrupted / "client_generators" / name, weights_only=True)
+        b = torch.load(resumed / "client_generators" / name, weights_only=True)
+        assert _same_tensors(a["learner"], b["learner"]), name
+
+
+def test_same_seed_same_bits_other_seed_other_bits(uninterrupted, config_file, tmp_path):
+    again = _run(tmp_path, config_file, "again")
+    assert _same_tensors(_final(uninterrupted)["global_adapters"], _final(again)["global_adapters"])
+    assert _same_tensors(_final(uninterrupted)["generator_state"], _final(again)["generator_state"])
+    assert _metrics(uninterrupted) == _metrics(again)
+    other = _run(tmp_path, config_file, "other", overrides="training.seed=7")
+    assert not _same_tensors(_final(uninterrupted)["global_adapters"], _final(other)["global_adapters"])
+
+
+def test_a_run_killed_by_sigterm_mid_round_resumes_to_the_end(config_file, tmp_path):
+    command = [sys.executable, "-m", "feda2v_flwr.launch", "--config", str(config_file)]
+    common = ["--output-dir", str(tmp_path / "outputs"), "--flwr-home", str(tmp_path / "flwr-home")]
+    env = {**os.environ, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    run_dir = tmp_path / "outputs" / "killed"
+    process = subprocess.Popen([*command, *common, "--run-name", "killed"], cwd=PROJECT_ROOT, env=env)
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "server_generator_round_2.pt").exists():  # then mid round 3
+        assert process.poll() is None and time.time() < deadline, "the run ended before round 2's checkpoint"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) != 0
+    assert not _processes_with_flwr_home(tmp_path / "flwr-home")  # SuperLink, simulation, Ray: all stopped
+    latest = load_checkpoint(run_dir / "checkpoints" / "server_generator_latest.json")
+    assert latest["round"] in (2, 3)
+    resumed = subprocess.run([*command, *common, "--resume", str(run_dir)], cwd=PROJECT_ROOT, env=env, timeout=600)
+    assert resumed.returncode == 0
+    rounds = [m["round"] for m in read_metrics(run_dir / "metrics.jsonl") if m["phase"] == "round"]
+    assert rounds == list(range(1, ROUNDS + 1))  # each round once: the unfinished one was dropped and rerun
+
+
+def _processes_with_flwr_home(flwr_home) -> list[str]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if process.environ().get("FLWR_HOME") == str(flwr_home):
+                found.append(" ".join(process.info["cmdline"] or []))
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_a_changed_architecture_is_refused_naming_the_keys(uninterrupted):
+    payload = _final(uninterrupted)
+    raw = json.loads(payload["config"])
+    raw["federation"]["global_rounds"] = ROUNDS + 2  # more rounds: allowed
+    check_resumable(validate_config(raw), payload, uninterrupted)
+    raw["feda2v"]["adapter_width"] = 64
+    raw["training"]["seed"] = 1
+    with pytest.raises(ConfigError, match=r"feda2v.adapter_width \(32 -> 64\), training.seed \(42 -> 1\)"):
+        check_resumable(validate_config(raw), payload, uninterrupted)
+    raw = json.loads(payload["config"])
+    with pytest.raises(ConfigError, match="nothing left to run"):
+        check_resumable(validate_config(raw), payload, uninterrupted)
+
+
+def test_trimming_drops_the_unfinished_rounds(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"round": r, "phase": "fit"}) + "\n" for r in (1, 2, 3, 3)))
+    assert trim_metrics(path, 2) == 2
+    assert [m["round"] for m in read_metrics(path)] == [1, 2]
