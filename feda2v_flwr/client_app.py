@@ -72,6 +72,9 @@ class FedA2VClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict):
         server_round = int(config["server_round"])
+        participants = str(config.get("participants", ""))
+        if participants and self.partition_id not in {int(p) for p in participants.split(",")}:
+            return [], 0, {"partition_id": self.partition_id, "sat_out": 1}  # not drawn this round
         self._restore_state(config, server_round)
         generator_dir = self.node_config.get("generator-dir") or config.get("client-generator-dir")
         pretrained = self.node_config.get("pretrained-generator-path") or config.get("pretrained-generator-path")

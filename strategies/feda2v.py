@@ -120,8 +120,24 @@ class FedA2VStrategy(FedAvg):
     ) -> list[tuple[ClientProxy, FitIns]]:
         server_round += self.round_offset
         pairs = super().configure_fit(server_round, self._for_transfer(parameters), client_manager)
-        log.info("Round %d: training on %d nodes", server_round, len(pairs))
-        return [(c, FitIns(ins.parameters, {**ins.config, **self._round_config(server_round)})) for c, ins in pairs]
+        config = self._round_config(server_round)
+        participants = self.participants(server_round)
+        if participants is not None:
+            config["participants"] = ",".join(map(str, participants))
+            log.info("Round %d: partitions %s train; the other nodes sit out", server_round, participants)
+        else:
+            log.info("Round %d: training on %d nodes", server_round, len(pairs))
+        return [(c, FitIns(ins.parameters, {**ins.config, **config})) for c, ins in pairs]
+
+    def participants(self, server_round: int) -> list[int] | None:
+        """Partial participation (``federation.clients_per_round``): the partition ids that train
+        this round, drawn from (seed, round), so any run with that seed draws the same (Flower's
+        own sampling goes by node ids, which are random per run). None: every node trains."""
+        fed = self.config.federation
+        if fed.clients_per_round is None or fed.clients_per_round >= fed.num_clients:
+            return None
+        rng = np.random.default_rng([self.config.training.seed, server_round])
+        return sorted(int(i) for i in rng.choice(fed.num_clients, size=fed.clients_per_round, replace=False))
 
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -148,6 +164,7 @@ class FedA2VStrategy(FedAvg):
         failure_reasons = [_failure_reason(f) for f in failures]
         for reason in failure_reasons:
             log.warning("Round %d: a node failed: %s", server_round, reason)
+        results = [(proxy, res) for proxy, res in results if not res.metrics.get("sat_out")]
         updates, dropped = self._decode_replies(results)
         min_fit = self.min_fit_clients  # every node is sampled (fraction 1.0); this many must reply validly
         if (failures and not self.accept_failures) or len(updates) < min_fit:

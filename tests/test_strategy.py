@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from flwr.app import RecordDict
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.client_manager import SimpleClientManager
 
@@ -147,6 +148,29 @@ def test_float16_transfer_goes_both_ways_and_the_server_aggregates_in_float32(tm
     params, metrics = strategy.aggregate_fit(1, replies, [])
     assert metrics["num_updates"] == 2 and metrics["dropped"] == 0
     assert {a.dtype for a in _adapters(params)} == {np.dtype(np.float32)}
+
+
+def test_partial_participation_draws_partition_ids_from_the_seed_and_skips_the_others(tmp_path, cache_dir):
+    config = tiny_config(
+        feda2v=PLAIN, federation={"num_clients": 4, "clients_per_round": 2}, data={"cache_dir": str(cache_dir)}
+    )
+    strategy = build_strategy(config, tmp_path / "run")
+    drawn = [strategy.participants(r) for r in range(1, 6)]
+    assert drawn == [build_strategy(config, tmp_path / "again").participants(r) for r in range(1, 6)]
+    assert all(len(p) == 2 and p == sorted(set(p)) for p in drawn) and len({tuple(p) for p in drawn}) > 1
+    other = tiny_config(federation={"num_clients": 4, "clients_per_round": 2}, training={"seed": 1})
+    assert drawn != [build_strategy(other, tmp_path / "other").participants(r) for r in range(1, 6)]
+
+    from feda2v_flwr.client_app import FedA2VClient
+
+    sitting_out = next(pid for pid in range(4) if pid not in drawn[0])
+    client = FedA2VClient(
+        run_config={}, node_config={"partition-id": sitting_out, "num-partitions": 4}, state=RecordDict()
+    )
+    arrays, examples, metrics = client.fit([], {"server_round": 1, "participants": ",".join(map(str, drawn[0]))})
+    assert (arrays, examples, metrics) == ([], 0, {"partition_id": sitting_out, "sat_out": 1})
+    with pytest.raises(ValueError, match="clients_per_round .1. is below min_fit_clients .2."):
+        tiny_config(federation={"clients_per_round": 1, "min_fit_clients": 2})
 
 
 def test_evaluation_metrics_are_weighted_by_each_split_count():

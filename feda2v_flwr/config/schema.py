@@ -179,6 +179,18 @@ class FederationSettings(_Section):
     min_fit_clients: int = Field(1, ge=1)
     accept_failures: bool = True
     round_timeout: float = Field(1800.0, gt=0)
+    # Partial participation: this many partitions train each round, drawn from (seed, round) by
+    # partition id (reproducible); the others sit the round out. None: all of them.
+    clients_per_round: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _enough_participants(self) -> FederationSettings:
+        if self.clients_per_round is not None and self.clients_per_round < min(self.min_fit_clients, self.num_clients):
+            raise ValueError(
+                f"clients_per_round ({self.clients_per_round}) is below min_fit_clients ({self.min_fit_clients}): "
+                "no round could be aggregated"
+            )
+        return self
 
 
 class TrainingSettings(_Section):
@@ -197,6 +209,8 @@ class NodeSettings(_Section):
     val_ratio: float | None = Field(None, ge=0, lt=1)
     split_seed: int | None = None
     max_clips_per_class: int | None = Field(None, ge=1)  # None: data.max_clips_per_class
+    # Fault-tolerance drills: this node raises in every fit ("raise") or sends NaN ("nan").
+    simulate_fault: Literal["raise", "nan"] | None = None
     # Client generator overrides for this node.
     generator_granularity: Literal["unified", "per_class", "per_group"] | None = None
     generator_train_classes: list[str] | None = None

@@ -121,6 +121,11 @@ class ClientTask:
         start = time.perf_counter()
         encoder_calls = self.cache.encoder.calls
         cfg = self.config
+        fault = cfg.node(self.partition_id).simulate_fault
+        if fault == "raise":
+            raise RuntimeError(
+                f"simulated fault on node {self.partition_id} (nodes.{self.partition_id}.simulate_fault)"
+            )
         self._load_adapters(global_arrays, local_adapters)
         optimizers = make_optimizers(self.model, cfg)
         if optimizer_state:
@@ -172,6 +177,8 @@ class ClientTask:
         )
         adapter_state = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
         arrays, manifest = encode_update(adapter_state, stats, cfg.feda2v.transfer_dtype)
+        if fault == "nan":  # a corrupted reply, for fault-tolerance drills
+            arrays[0] = np.full_like(arrays[0], np.nan)
         payload_bytes = int(sum(a.nbytes for a in arrays))
         metrics: dict[str, float | int | str] = {
             "partition_id": self.partition_id,
