@@ -14,6 +14,7 @@ from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 
 from feda2v_flwr.checkpoint import load_checkpoint, saved_adapters
 from feda2v_flwr.config import ConfigError, ExperimentConfig, load_config, resolve_run_path
+from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.data.partition import federation_classes
 from feda2v_flwr.devices import resolve_device
 from feda2v_flwr.encoders import audio_embed_dim, load_text_targets, target_slots
@@ -34,6 +35,19 @@ def run_directory(run_config: dict, config_file: str) -> Path:
     output_dir = Path(str(run_config.get("output-dir") or "outputs")).expanduser()
     name = str(run_config.get("run-name") or "") or f"{Path(config_file).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     return (output_dir if output_dir.is_absolute() else Path.cwd() / output_dir).resolve() / name
+
+
+def server_classes(config: ExperimentConfig) -> list[str]:
+    """The federation's classes. The server needs no copy of the data when ``data.classes``
+    names them all (a deployment's server machine): then they are taken as given, in that order."""
+    try:
+        return federation_classes(config)
+    except DatasetError:
+        named = config.data.classes
+        if not named or not all(isinstance(c, str) for c in named):
+            raise
+        log.info("No copy of the dataset on the server: the federation's classes are data.classes %s", named)
+        return list(dict.fromkeys(named))
 
 
 def build_strategy(
@@ -57,7 +71,7 @@ def build_strategy(
     (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=1))
     if config.images.every_rounds:
         import_diffusers()  # the nodes draw pictures: fail here, before any training, if the extra is missing
-    classes = federation_classes(config)
+    classes = server_classes(config)
     slots = target_slots(f)
     load_text_targets(f, classes, cache_dir)  # warm the cache for the nodes
 

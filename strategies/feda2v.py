@@ -32,6 +32,7 @@ from flwr.server.strategy import FedAvg
 from feda2v_flwr.checkpoint import new_payload, save_checkpoint
 from feda2v_flwr.config.loading import config_hash, resolve_run_path
 from feda2v_flwr.config.schema import ExperimentConfig
+from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.data.partition import partition_classes
 from feda2v_flwr.images.drawing import decode_labels, images_due
 from feda2v_flwr.images.scoring import image_metrics
@@ -249,7 +250,10 @@ class FedA2VStrategy(FedAvg):
         if self.config.data.partitioning != "by_class":
             return set(self.classes)
         if partition_id not in self._owned:
-            self._owned[partition_id] = set(partition_classes(self.config, partition_id, num_clients))
+            try:
+                self._owned[partition_id] = set(partition_classes(self.config, partition_id, num_clients))
+            except DatasetError:  # no copy of the data on this server: the nodes' claims stand
+                self._owned[partition_id] = set(self.classes)
         return self._owned[partition_id]
 
     # ---- logging -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from flwr.server.client_manager import SimpleClientManager
 
 from conftest import FakeClientProxy, tiny_config
 from feda2v_flwr.checkpoint import REQUIRED_KEYS, load_checkpoint
+from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.reporting import read_metrics
 from feda2v_flwr.server_app import build_strategy
 from feda2v_flwr.training.task import ClientTask
@@ -190,3 +191,11 @@ def test_initial_adapters_depend_only_on_the_seed(tmp_path, cache_dir):
     b = _adapters(_strategy(tmp_path, cache_dir, name="s2").initial_parameters)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_a_server_without_the_data_takes_the_named_classes(tmp_path, cache_dir):
+    data = {"dataset": "audiofolder", "root": str(tmp_path / "only-on-the-nodes"), "cache_dir": str(cache_dir)}
+    config = tiny_config(feda2v=PLAIN, data={**data, "classes": ["dog", "rain"]})
+    assert build_strategy(config, tmp_path / "run").classes == ["dog", "rain"]
+    with pytest.raises(DatasetError, match="only-on-the-nodes is not a directory"):
+        build_strategy(tiny_config(feda2v=PLAIN, data={**data, "classes": None}), tmp_path / "unnamed")
