@@ -206,6 +206,15 @@ def _wait_for_status(run_id: str, env: dict[str, str], timeout: float = 7200.0) 
     return "unknown:timeout"
 
 
+def _run_folder(resume: Path) -> Path | None:
+    """The run folder a resume path belongs to (it, or a checkpoint file / folder inside it)."""
+    resume = resume.resolve()
+    for folder in (resume, resume.parent, resume.parent.parent):
+        if (folder / "config.json").is_file() and (folder / "metrics.jsonl").exists():
+            return folder
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="feda2v-sim", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -235,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     config, run_name, output_dir = args.config, args.run_name, Path(args.output_dir)
-    resumed_run = Path(args.resume) if args.resume and (Path(args.resume) / "config.json").is_file() else None
+    resumed_run = _run_folder(Path(args.resume)) if args.resume else None
     if resumed_run is not None:  # continue in the run's own folder, with its own config
         config = config or str((resumed_run / "config.json").resolve())
         run_name = run_name or resumed_run.resolve().name
