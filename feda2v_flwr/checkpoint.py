@@ -73,7 +73,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.suffix == ".json":  # a "latest" pointer
         try:
             path = path.parent / json.loads(path.read_text())["file"]
-        except (OSError, KeyError, json.JSONDecodeError) as err:
+        except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
             raise CheckpointError(f"Cannot read checkpoint pointer {path}: {err}") from None
     if not path.is_file():
         raise CheckpointError(f"Checkpoint file not found: {path}")
@@ -87,6 +87,46 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"Checkpoint {path} lacks {missing}")
     return payload
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file ``path`` stands for: a ``.pt`` file itself; a ``*_latest.json`` pointer's
+    file; in a checkpoint directory, its newest pointer's file (else its highest round); in a run
+    folder, the same in its checkpoint directory (its ``config.json``'s, default ``checkpoints/``)."""
+    path = Path(path)
+    if path.is_dir():
+        folder = _checkpoint_folder(path)
+        pointers = sorted(folder.glob("*_latest.json"), key=lambda p: p.stat().st_mtime)
+        if pointers:
+            path = pointers[-1]
+        else:
+            rounds = sorted(folder.glob("*_round_*.pt"), key=lambda p: _round_number(p) or -1)
+            if not rounds:
+                raise CheckpointError(f"{path} holds no checkpoint: no *_latest.json pointer, no *_round_<r>.pt file")
+            return rounds[-1]
+    if path.suffix == ".json":
+        try:
+            return path.parent / json.loads(path.read_text())["file"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"Cannot read checkpoint pointer {path}: {type(err).__name__}: {err}") from None
+    return path
+
+
+def _checkpoint_folder(directory: Path) -> Path:
+    """``directory`` if it holds checkpoints, else the checkpoint directory of the run folder it is."""
+    if any(directory.glob("*_latest.json")) or any(directory.glob("*_round_*.pt")):
+        return directory
+    try:
+        name = json.loads((directory / "config.json").read_text())["feda2v"]["generator_checkpoint_dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        name = "checkpoints"
+    folder = Path(str(name))
+    return folder if folder.is_absolute() else directory / folder
+
+
+def _round_number(path: Path) -> int | None:
+    suffix = path.stem.rsplit("_", 1)[-1]
+    return int(suffix) if suffix.isdigit() else None
 
 
 def saved_adapters(payload: dict[str, Any], expected: dict[str, Any], path: Path) -> dict[str, Any]:

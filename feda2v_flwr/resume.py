@@ -40,24 +40,6 @@ CHANGEABLE = (
 )
 
 
-def find_checkpoint(path: str | Path, base_name: str) -> Path:
-    """The checkpoint to resume from: a ``.pt`` file, a ``*_latest.json`` pointer, a checkpoint
-    folder, or a run folder (its ``checkpoints/``), the last two through the latest pointer."""
-    path = Path(path).expanduser().resolve()
-    if path.is_dir():
-        for folder in (path, path / "checkpoints"):
-            pointer = folder / f"{base_name}_latest.json"
-            if pointer.is_file():
-                return pointer
-        raise CheckpointError(
-            f"{path} holds no {base_name}_latest.json (nor does its checkpoints/ folder): point the resume option "
-            "at a checkpoint file, its folder or the run folder"
-        )
-    if not path.exists():
-        raise CheckpointError(f"Checkpoint to resume from not found: {path}")
-    return path
-
-
 def check_resumable(config: ExperimentConfig, payload: dict[str, Any], path: Path) -> None:
     """Refuse a config that differs from the checkpoint's in anything but ``CHANGEABLE`` keys, or
     that has no rounds left to run."""

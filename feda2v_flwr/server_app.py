@@ -12,16 +12,16 @@ import torch
 from flwr.app import Context
 from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 
-from feda2v_flwr.checkpoint import load_checkpoint, saved_adapters
+from feda2v_flwr.checkpoint import find_checkpoint, load_checkpoint, saved_adapters
 from feda2v_flwr.config import ConfigError, ExperimentConfig, load_config, resolve_run_path
 from feda2v_flwr.data.datasets import DatasetError
-from feda2v_flwr.data.partition import federation_classes
+from feda2v_flwr.data.partition import federation_classes, partition_classes
 from feda2v_flwr.devices import resolve_device
 from feda2v_flwr.encoders import audio_embed_dim, load_text_targets, target_slots
 from feda2v_flwr.images.pipelines import import_diffusers
 from feda2v_flwr.logging_setup import setup_logging
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
-from feda2v_flwr.resume import check_resumable, find_checkpoint, trim_metrics
+from feda2v_flwr.resume import check_resumable, trim_metrics
 from feda2v_flwr.training.adapters import build_model
 from feda2v_flwr.training.client_generators import check_client_generator_setup
 from strategies.feda2v import FedA2VStrategy
@@ -50,6 +50,20 @@ def server_classes(config: ExperimentConfig) -> list[str]:
         return list(dict.fromkeys(named))
 
 
+def check_node_classes(config: ExperimentConfig) -> None:
+    """Every node's class choice (``selected_classes`` / ``excluded_classes``, round robin),
+    checked on the server before any training: an unknown class fails here, naming the node,
+    not later in that node's fit. Skipped when the server has no copy of the data."""
+    if config.data.partitioning != "by_class":
+        return  # the nodes draw clip-level partitions themselves
+    num_clients = config.federation.num_clients
+    try:
+        for partition_id in range(num_clients):
+            partition_classes(config, partition_id, num_clients)
+    except DatasetError:
+        return
+
+
 def build_strategy(
     config: ExperimentConfig, run_dir: Path, *, resume: str | Path | None = None, stop_after_round: int | None = None
 ) -> FedA2VStrategy:
@@ -63,7 +77,7 @@ def build_strategy(
     f = config.feda2v
     resumed = None
     if resume:
-        resume_path = find_checkpoint(resume, f.generator_checkpoint_base_name)
+        resume_path = find_checkpoint(resolve_run_path(str(resume)))
         resumed = load_checkpoint(resume_path)
         check_resumable(config, resumed, resume_path)
     cache_dir = Path(config.data.cache_dir).expanduser()
@@ -72,6 +86,7 @@ def build_strategy(
     if config.images.every_rounds:
         import_diffusers()  # the nodes draw pictures: fail here, before any training, if the extra is missing
     classes = server_classes(config)
+    check_node_classes(config)
     slots = target_slots(f)
     load_text_targets(f, classes, cache_dir)  # warm the cache for the nodes
 

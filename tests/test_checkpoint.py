@@ -1,7 +1,16 @@
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+
 import pytest
 import torch
 
-from feda2v_flwr.checkpoint import CheckpointError, load_checkpoint, new_payload, save_checkpoint
+from conftest import tiny_config
+from feda2v_flwr.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, new_payload, save_checkpoint
+from feda2v_flwr.checkpoint_cli import main as checkpoint_main
+from feda2v_flwr.server_app import build_strategy
+from strategies.server_trainer import RoundReport
 
 
 def _payload(round_: int) -> dict:
@@ -52,3 +61,83 @@ def test_loading_refuses_code_in_the_file(tmp_path):
     torch.save({"format_version": 1, "obj": ArbitraryObject()}, path)
     with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint(path)
+
+
+def write_server_checkpoint(run_dir: Path, cache_dir: Path, **feda2v) -> Path:
+    """A real server checkpoint of round 1 (tiny config, untrained generator) and its pointer,
+    written by the strategy itself; returns the ``.pt`` file."""
+    config = tiny_config(feda2v=feda2v, data={"cache_dir": str(cache_dir)})
+    strategy = build_strategy(config, run_dir)
+    strategy.trainer.setup_generator(audio_length=4)
+    path = strategy._maybe_checkpoint(1, RoundReport())
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="module")
+def server_checkpoint(tmp_path_factory, cache_dir) -> Path:
+    return write_server_checkpoint(tmp_path_factory.mktemp("ckpt") / "run", cache_dir)
+
+
+def test_inspect_prints_round_generator_adapter_shapes_and_config_hash(server_checkpoint, capsys):
+    payload = load_checkpoint(server_checkpoint)
+    run_dir = server_checkpoint.parent.parent
+    for path in (server_checkpoint, server_checkpoint.parent / "server_generator_latest.json", run_dir):
+        assert checkpoint_main([str(path)]) == 0
+        out = capsys.readouterr().out
+        assert f"file                     {server_checkpoint}" in out  # a run folder: its latest pointer's file
+        assert "\nround                    1\n" in out
+        assert "generator type           vae" in out and "ConditionedVAEGenerator" in out
+        assert f"config hash              {payload['config_hash']}" in out
+        name, tensor = next(iter(payload["global_adapters"].items()))
+        assert re.search(rf"{re.escape(name)} +{re.escape(str(tuple(tensor.shape)))} +float32", out)
+        slot_total = sum(t.numel() for k, t in payload["global_adapters"].items() if k.startswith("clip."))
+        assert f"  clip: {slot_total:,} parameters" in out
+    assert checkpoint_main([str(server_checkpoint), "--config"]) == 0
+    assert '"generator_type": "vae"' in capsys.readouterr().out
+
+
+def test_inspect_json_is_one_machine_readable_object(server_checkpoint, capsys):
+    assert checkpoint_main([str(server_checkpoint), "--json", "--config"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    payload = load_checkpoint(server_checkpoint)
+    assert summary["round"] == 1 and summary["format_version"] == 2
+    assert summary["generator"]["type"] == "vae" and summary["generator"]["epochs"] == 0
+    assert summary["generator"]["parameters"] == sum(t.numel() for t in payload["generator_state"].values())
+    assert summary["config_hash"] == payload["config_hash"] and summary["config"] == json.loads(payload["config"])
+    assert datetime.fromisoformat(summary["timestamp"]).timestamp() == pytest.approx(payload["timestamp"], abs=1)
+    shapes = {t["name"]: t["shape"] for slot in summary["global_adapters"].values() for t in slot["tensors"]}
+    assert shapes == {k: list(v.shape) for k, v in payload["global_adapters"].items()}
+    # No optimizer step yet: both optimizers are saved, with no per-parameter state.
+    assert summary["optimizer_states"] == {"generator": 0, "discriminator": None, "finetune": 0}
+
+
+def test_inspect_of_a_truncated_missing_or_foreign_file_is_one_line_naming_it(tmp_path, capsys):
+    truncated = save_checkpoint(tmp_path, "gen", _payload(1), keep_last=3)
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    foreign = tmp_path / "list.pt"
+    torch.save([1, 2, 3], foreign)
+    for path, reason in (
+        (truncated, "is corrupt or truncated"),
+        (tmp_path / "gen_latest.json", "is corrupt or truncated"),  # the pointer leads to the truncated file
+        (tmp_path / "missing.pt", "not found"),
+        (foreign, "is not a feda2v checkpoint"),
+        (tmp_path / "empty-dir", "holds no checkpoint"),
+    ):
+        if path.name == "empty-dir":
+            path.mkdir()
+        assert checkpoint_main([str(path)]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+        assert str(path if path.suffix != ".json" else truncated) in captured.err and reason in captured.err
+
+
+def test_find_checkpoint_prefers_the_pointer_else_the_highest_round(tmp_path):
+    for r in (2, 10):
+        save_checkpoint(tmp_path / "run" / "checkpoints", "gen", _payload(r), keep_last=5)
+    assert find_checkpoint(tmp_path / "run") == tmp_path / "run" / "checkpoints" / "gen_round_10.pt"
+    (tmp_path / "run" / "checkpoints" / "gen_latest.json").unlink()
+    assert find_checkpoint(tmp_path / "run" / "checkpoints") == tmp_path / "run" / "checkpoints" / "gen_round_10.pt"
+    (tmp_path / "bad.json").write_text("[1]")
+    with pytest.raises(CheckpointError, match="Cannot read checkpoint pointer .*bad.json"):
+        find_checkpoint(tmp_path / "bad.json")

@@ -61,3 +61,32 @@ def test_override_of_unknown_key_is_an_error():
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.json")
+
+
+def test_a_config_file_that_is_not_an_object_or_not_utf8_names_the_file(tmp_path):
+    listed, binary = tmp_path / "listed.json", tmp_path / "binary.json"
+    listed.write_text('[{"feda2v": {}}]')
+    binary.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ConfigError, match=r"listed.json must hold a JSON object with the sections feda2v, .*a list"):
+        load_config(listed)
+    with pytest.raises(ConfigError, match=r"binary.json is not valid JSON"):
+        load_config(binary)
+
+
+def test_a_rule_across_keys_is_reported_as_a_sentence_without_pydantic_wording():
+    with pytest.raises(ConfigError) as err:
+        validate_config({"data": {"train_ratio": 0.9, "val_ratio": 0.2}})
+    assert str(err.value).splitlines()[1:] == [
+        "  - data: train_ratio + val_ratio must leave room for a test split (< 1.0)"
+    ]
+
+
+def test_values_python_cannot_read_as_json_stay_text_and_deep_nesting_is_refused():
+    assert parse_overrides("training.seed=" + "9" * 5000) == {"training.seed": "9" * 5000}
+    with pytest.raises(ConfigError, match="training.seed: Unable to parse input string as an integer"):
+        load_config("configs/default.json", "training.seed=" + "9" * 5000)
+    deep: list = []
+    for _ in range(600):
+        deep = [deep]
+    with pytest.raises(ConfigError, match="nests objects and lists more than 32 levels deep"):
+        validate_config({"data": {"classes": deep}})

@@ -11,6 +11,7 @@ from flwr.server.client_manager import SimpleClientManager
 
 from conftest import FakeClientProxy, tiny_config
 from feda2v_flwr.checkpoint import REQUIRED_KEYS, load_checkpoint
+from feda2v_flwr.config.loading import ConfigError
 from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.reporting import read_metrics
 from feda2v_flwr.server_app import build_strategy
@@ -199,3 +200,9 @@ def test_a_server_without_the_data_takes_the_named_classes(tmp_path, cache_dir):
     assert build_strategy(config, tmp_path / "run").classes == ["dog", "rain"]
     with pytest.raises(DatasetError, match="only-on-the-nodes is not a directory"):
         build_strategy(tiny_config(feda2v=PLAIN, data={**data, "classes": None}), tmp_path / "unnamed")
+
+
+def test_an_unknown_selected_class_fails_on_the_server_before_training(tmp_path, cache_dir):
+    config = tiny_config(nodes={"1": {"selected_classes": ["dog", "unicorn"]}}, data={"cache_dir": str(cache_dir)})
+    with pytest.raises(ConfigError, match="Node 1: selected_classes lists 'unicorn'"):
+        build_strategy(config, tmp_path / "run")

@@ -6,7 +6,7 @@ import copy
 import difflib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +37,16 @@ def load_config(path: str | Path, overrides: str | Mapping[str, Any] | None = No
         raise ConfigError(f"Config file not found: {file}")
     try:
         raw = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
+    except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, nested too deep, a 5000-digit number
         raise ConfigError(f"{file} is not valid JSON: {err}") from err
+    _require_sections(raw, str(file))
     if isinstance(overrides, str):
         overrides = parse_overrides(overrides)
     return validate_config(apply_overrides(raw, overrides or {}), source=str(file))
 
 
 def validate_config(raw: Mapping[str, Any], source: str = "config") -> ExperimentConfig:
+    _require_sections(raw, source)
     _reject_removed_keys(raw, source)
     try:
         return ExperimentConfig.model_validate(raw)
@@ -66,12 +68,13 @@ def parse_overrides(text: str) -> dict[str, Any]:
             raise ConfigError(f"Override '{item}' is not of the form section.key=value")
         try:
             result[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON (or too deep / too long a number for Python)
             result[key.strip()] = value.strip()
     return result
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    _require_sections(raw, "the config")
     merged = copy.deepcopy(dict(raw))
     for dotted, value in overrides.items():
         node = merged
@@ -106,6 +109,32 @@ def config_json(config: ExperimentConfig) -> str:
     return json.dumps(config.model_dump(mode="json"), sort_keys=True)
 
 
+def _require_sections(raw: Any, source: str) -> None:
+    if not isinstance(raw, Mapping):
+        sections = ", ".join(ExperimentConfig.model_fields)
+        raise ConfigError(
+            f"{source} must hold a JSON object with the sections {sections}; it holds a {type(raw).__name__}"
+        )
+    # Checked level by level, without recursion: copying or validating a deeper nesting would
+    # exhaust Python's stack (RecursionError) before any useful message.
+    level: list[Any] = [raw]
+    for _ in range(_MAX_NESTING):
+        level = [child for v in level if isinstance(v, Mapping | list) for child in _children(v)]
+        if not level:
+            return
+    raise ConfigError(
+        f"{source} nests objects and lists more than {_MAX_NESTING} levels deep; "
+        "the deepest keys of a config are 4 levels down (nodes.<id>.selected_classes[i])"
+    )
+
+
+_MAX_NESTING = 32
+
+
+def _children(value: Mapping | list) -> Iterable[Any]:
+    return value.values() if isinstance(value, Mapping) else value
+
+
 def _reject_removed_keys(raw: Any, source: str, where: str = "") -> None:
     if not isinstance(raw, Mapping):
         return
@@ -117,19 +146,47 @@ def _reject_removed_keys(raw: Any, source: str, where: str = "") -> None:
 
 def _explain(err: ValidationError, source: str) -> str:
     lines = [f"Invalid configuration in {source}:"]
+    unions: dict[tuple, tuple[Any, list[str]]] = {}  # list item -> (its value, the types it may have)
     for item in err.errors():
-        loc = [str(part) for part in item["loc"]]
-        path = ".".join(loc)
-        if item["type"] == "extra_forbidden":
-            valid = _field_names_at(ExperimentConfig, loc[:-1])
-            close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
-            hint = f" Did you mean '{'.'.join([*loc[:-1], close[0]])}'?" if close else ""
-            lines.append(f"  - unknown key '{path}'.{hint}")
+        loc = tuple(item["loc"])
+        if len(loc) >= 2 and isinstance(loc[-2], int) and isinstance(loc[-1], str):
+            # Our lists hold no sections, so a name after an index is pydantic's tag of a union
+            # member (``selected_classes: list[str | int]`` -> loc (..., 0, 'str')): one line for all.
+            unions.setdefault(loc[:-1], (item.get("input"), []))[1].append(_TYPE_NAMES.get(loc[-1], loc[-1]))
         else:
-            allowed = item.get("ctx", {}).get("expected")
-            extra = f" (allowed: {allowed})" if allowed and str(allowed) not in item["msg"] else ""
-            lines.append(f"  - {path}: {item['msg']}{extra}; got {item.get('input')!r}")
+            lines.append(_explain_item(item, loc))
+    for loc, (value, types) in unions.items():
+        lines.append(f"  - {_key_path(loc)}: must be {' or '.join(types)}; got {_shortened(repr(value))}")
     return "\n".join(lines)
+
+
+def _explain_item(item: Any, loc: tuple) -> str:
+    path, got = _key_path(loc), _shortened(repr(item.get("input")))
+    if item["type"] == "extra_forbidden":
+        names = [str(part) for part in loc]
+        close = difflib.get_close_matches(names[-1], _field_names_at(ExperimentConfig, names[:-1]), n=1, cutoff=0.5)
+        hint = f" Did you mean '{_key_path((*loc[:-1], close[0]))}'?" if close else ""
+        return f"  - unknown key '{path}'.{hint}"
+    if item["type"] == "value_error":  # a rule across keys (a model validator); its message names them
+        rule = item["msg"].removeprefix("Value error, ")
+        return f"  - {path}: {rule}" if path else f"  - {rule}"
+    if item["type"] == "model_type":  # pydantic would name the section's class; the user wrote JSON
+        return f"  - {path}: must be a section (a JSON object of keys); got {got}"
+    allowed = item.get("ctx", {}).get("expected")
+    extra = f" (allowed: {allowed})" if allowed and str(allowed) not in item["msg"] else ""
+    return f"  - {path}: {item['msg']}{extra}; got {got}"
+
+
+_TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean"}
+
+
+def _key_path(loc: tuple) -> str:
+    """``('nodes', '1', 'selected_classes', 0)`` -> ``nodes.1.selected_classes[0]``."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).removeprefix(".")
+
+
+def _shortened(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _field_names_at(model: type[BaseModel], loc: list[str]) -> list[str]:

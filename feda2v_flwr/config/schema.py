@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class MelPatchSettings(_Section):
@@ -24,7 +24,7 @@ class MelPatchSettings(_Section):
     patch_mels: int = Field(32, ge=1)
     patch_frames: int = Field(16, ge=1)
     embed_dim: int = Field(768, ge=8)
-    projection_seed: int = 0
+    projection_seed: int = Field(0, ge=0, lt=2**32)
 
     @model_validator(mode="after")
     def _patch_fits(self) -> MelPatchSettings:
@@ -195,7 +195,7 @@ class FederationSettings(_Section):
 
 class TrainingSettings(_Section):
     batch_size: int = Field(8, ge=1)
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**32)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -207,7 +207,7 @@ class NodeSettings(_Section):
     # This node's train / val / test split (None: the data section's).
     train_ratio: float | None = Field(None, gt=0, lt=1)
     val_ratio: float | None = Field(None, ge=0, lt=1)
-    split_seed: int | None = None
+    split_seed: int | None = Field(None, ge=0, lt=2**32)
     max_clips_per_class: int | None = Field(None, ge=1)  # None: data.max_clips_per_class
     # Fault-tolerance drills: this node raises in every fit ("raise") or sends NaN ("nan").
     simulate_fault: Literal["raise", "nan"] | None = None
@@ -236,13 +236,13 @@ class DataSettings(_Section):
     dirichlet_alpha: float = Field(0.5, gt=0)
     min_clips_per_node: int = Field(2, ge=1)  # dirichlet: redraw until every node has this many
     classes_per_node: int = Field(2, ge=1)
-    partition_seed: int = 42
+    partition_seed: int = Field(42, ge=0, lt=2**32)
     # "ratio": a seeded per-class split; "folds": ESC-50's folds; "official": VGGSound's train/test
     # (val_ratio of the official train clips become val).
     split_by: Literal["ratio", "folds", "official"] = "ratio"
     train_ratio: float = Field(0.7, gt=0, lt=1)
     val_ratio: float = Field(0.1, ge=0, lt=1)
-    split_seed: int = 42
+    split_seed: int = Field(42, ge=0, lt=2**32)
     train_folds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
     val_folds: list[int] = Field(default_factory=lambda: [4])
     test_folds: list[int] = Field(default_factory=lambda: [5])
@@ -298,7 +298,7 @@ class ImageSettings(_Section):
     low_memory: bool = False  # half precision (bf16 / fp16 on GPU) and one image at a time
     classifier_model: str = "openai/clip-vit-base-patch32"
     classifier_template: str = "a photo of {label}"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     output_dir: str = "images"  # relative: inside the run folder
 
 
