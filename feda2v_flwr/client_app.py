@@ -67,15 +67,35 @@ class FedA2VClient(NumPyClient):
             return
         self.state[STATE_KEY] = ConfigRecord(record)
 
+    def _save_state(self, config: dict, server_round: int, record: dict) -> None:
+        """On checkpoint rounds: the node's state to disk, for resuming (a failure to write it is
+        a warning, not a failed round)."""
+        directory = self._state_dir(config)
+        if directory is None or not int(config.get("save-client-state", 0)):
+            return
+        try:
+            keep = int(config.get("keep-client-states", 3))
+            save_client_state(directory, self.partition_id, server_round, record, keep_last=keep)
+        except OSError as err:
+            log.warning(
+                "node %d: cannot save its state to %s (%s); set node_config client-state-dir to a writable folder",
+                self.partition_id,
+                directory,
+                err,
+            )
+
     def get_parameters(self, config: dict) -> list[np.ndarray]:
         return self._task(config).initial_arrays()
 
     def fit(self, parameters: list[np.ndarray], config: dict):
         server_round = int(config["server_round"])
         participants = str(config.get("participants", ""))
-        if participants and self.partition_id not in {int(p) for p in participants.split(",")}:
-            return [], 0, {"partition_id": self.partition_id, "sat_out": 1}  # not drawn this round
         self._restore_state(config, server_round)
+        if participants and self.partition_id not in {int(p) for p in participants.split(",")}:
+            record = self.state.get(STATE_KEY)
+            if isinstance(record, ConfigRecord):  # unchanged, but a checkpoint round must find it
+                self._save_state(config, server_round, dict(record))
+            return [], 0, {"partition_id": self.partition_id, "sat_out": 1}  # not drawn this round
         generator_dir = self.node_config.get("generator-dir") or config.get("client-generator-dir")
         pretrained = self.node_config.get("pretrained-generator-path") or config.get("pretrained-generator-path")
         outcome = self._task(config).fit(
@@ -92,11 +112,7 @@ class FedA2VClient(NumPyClient):
         if outcome.generator_state is not None:
             record["generators"] = outcome.generator_state
         self.state[STATE_KEY] = ConfigRecord(record)
-        directory = self._state_dir(config)
-        if directory is not None and int(config.get("save-client-state", 0)):
-            save_client_state(
-                directory, self.partition_id, server_round, record, keep_last=int(config.get("keep-client-states", 3))
-            )
+        self._save_state(config, server_round, record)
         return outcome.arrays, outcome.num_examples, outcome.metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict):

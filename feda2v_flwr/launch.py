@@ -23,8 +23,10 @@ from pathlib import Path
 
 import psutil
 
+from feda2v_flwr.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from feda2v_flwr.config import ConfigError, load_config
 from feda2v_flwr.config.loading import PROJECT_ROOT
+from feda2v_flwr.resume import check_resumable, run_folder_of
 
 CONNECTION = "feda2v-sim"
 
@@ -206,13 +208,29 @@ def _wait_for_status(run_id: str, env: dict[str, str], timeout: float = 7200.0) 
     return "unknown:timeout"
 
 
-def _run_folder(resume: Path) -> Path | None:
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+    sys.exit(128 + signum)
+
+
+def _resumed_run_folder(resume: Path) -> Path | None:
     """The run folder a resume path belongs to (it, or a checkpoint file / folder inside it)."""
     resume = resume.resolve()
-    for folder in (resume, resume.parent, resume.parent.parent):
-        if (folder / "config.json").is_file() and (folder / "metrics.jsonl").exists():
-            return folder
-    return None
+    if (resume / "config.json").is_file() and (resume / "metrics.jsonl").exists():
+        return resume
+    return run_folder_of(find_checkpoint(resume)) if resume.exists() else None
+
+
+def _check_resume(config: str, overrides: str, resume: str, stop_after_round: int) -> None:
+    """The resume mistakes the ServerApp would refuse, refused here before anything starts."""
+    experiment = load_config(config, overrides)
+    path = find_checkpoint(Path(resume).resolve())
+    payload = load_checkpoint(path)
+    check_resumable(experiment, payload, path)
+    if stop_after_round and stop_after_round <= payload["round"]:
+        raise ConfigError(
+            f"--stop-after-round {stop_after_round} is not after the checkpoint's round {payload['round']}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,22 +262,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     config, run_name, output_dir = args.config, args.run_name, Path(args.output_dir)
-    resumed_run = _run_folder(Path(args.resume)) if args.resume else None
+    resumed_run = _resumed_run_folder(Path(args.resume)) if args.resume else None
     if resumed_run is not None:  # continue in the run's own folder, with its own config
-        config = config or str((resumed_run / "config.json").resolve())
-        run_name = run_name or resumed_run.resolve().name
-        output_dir = resumed_run.resolve().parent
+        config = config or str(resumed_run / "config.json")
+        if not run_name:
+            run_name, output_dir = resumed_run.name, resumed_run.parent
     config = config or "configs/default.json"
     overrides = "; ".join(args.set)
     run_name = run_name or f"{Path(config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         load_config(config, overrides)
-    except ConfigError as err:
+        if args.resume:
+            _check_resume(config, overrides, args.resume, args.stop_after_round)
+    except (ConfigError, CheckpointError) as err:
         print(err, file=sys.stderr)
         return 2
     # SIGTERM (a scheduler's kill, `kill`) unwinds like Ctrl-C: the SuperLink is stopped and the
     # last complete checkpoint stays loadable (checkpoints are written atomically).
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     start = time.time()
     status, run_dir = run_simulation(
         config=config,

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from feda2v_flwr.checkpoint import CheckpointError, atomic_torch_save
-from feda2v_flwr.config.loading import ConfigError
+from feda2v_flwr.config.loading import ConfigError, validate_config
 from feda2v_flwr.config.schema import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,11 @@ CHANGEABLE = (
 def check_resumable(config: ExperimentConfig, payload: dict[str, Any], path: Path) -> None:
     """Refuse a config that differs from the checkpoint's in anything but ``CHANGEABLE`` keys, or
     that has no rounds left to run."""
-    saved = _flatten(json.loads(payload["config"]))
+    try:  # defaults for keys added since the checkpoint was written
+        saved_config = validate_config(json.loads(payload["config"])).model_dump(mode="json")
+    except (ConfigError, ValueError) as err:
+        raise CheckpointError(f"{path} holds a config this version cannot read: {err}") from None
+    saved = _flatten(saved_config)
     current = _flatten(config.model_dump(mode="json"))
     differing = sorted(
         key
@@ -66,15 +71,44 @@ def check_resumable(config: ExperimentConfig, payload: dict[str, Any], path: Pat
 
 
 def trim_metrics(path: Path, last_round: int) -> int:
-    """Drop the lines of rounds after ``last_round`` (a round the stopped run did not finish);
-    returns how many were dropped."""
+    """Drop the lines of rounds after ``last_round`` (rounds the stopped run did not checkpoint)
+    and a line cut short by the kill; returns how many were dropped."""
     if not path.is_file():
         return 0
     lines = path.read_text().splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line).get("round", 0) <= last_round]
+    kept = [line for line in lines if _round_of(line) is not None and _round_of(line) <= last_round]
     if len(kept) != len(lines):
         path.write_text("".join(line + "\n" for line in kept))
     return len(lines) - len(kept)
+
+
+def _round_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["round"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def run_folder_of(checkpoint: Path) -> Path | None:
+    """The run folder a checkpoint file belongs to (``<run>/<checkpoint dir>/<file>``)."""
+    for folder in (checkpoint.parent, checkpoint.parent.parent):
+        if (folder / "config.json").is_file() and (folder / "metrics.jsonl").exists():
+            return folder
+    return None
+
+
+def carry_client_state(checkpoint: Path, run_dir: Path) -> int:
+    """Resuming into another folder than the checkpoint's run: copy that run's node states
+    (simulation: the nodes read ``<run_dir>/client_state``); returns how many files."""
+    source = run_folder_of(checkpoint.resolve())
+    if source is None or source == run_dir.resolve() or not (source / "client_state").is_dir():
+        return 0
+    files = list((source / "client_state").glob("node_*_round_*.pt"))
+    target = run_dir / "client_state"
+    target.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        shutil.copy2(file, target / file.name)
+    return len(files)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

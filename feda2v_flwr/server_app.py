@@ -21,7 +21,7 @@ from feda2v_flwr.encoders import audio_embed_dim, load_text_targets, target_slot
 from feda2v_flwr.images.pipelines import import_diffusers
 from feda2v_flwr.logging_setup import setup_logging
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
-from feda2v_flwr.resume import check_resumable, trim_metrics
+from feda2v_flwr.resume import carry_client_state, check_resumable, run_folder_of, trim_metrics
 from feda2v_flwr.training.adapters import build_model
 from feda2v_flwr.training.client_generators import check_client_generator_setup
 from strategies.feda2v import FedA2VStrategy
@@ -120,14 +120,16 @@ def build_strategy(
             trainer.load_generator(resumed, source=str(resume_path))
         trainer.load_finetune_state(resumed)
         start_round = int(resumed["round"])
-    if stop_after_round is not None and stop_after_round <= start_round:
-        raise ConfigError(f"stop-after-round {stop_after_round} is not after the resumed round {start_round}")
+        if stop_after_round is not None and stop_after_round <= start_round:
+            raise ConfigError(f"stop-after-round {stop_after_round} is not after the resumed round {start_round}")
         dropped = trim_metrics(run_dir / "metrics.jsonl", start_round)
+        copied = carry_client_state(resume_path, run_dir)
         log.info(
-            "Resuming from %s at round %d (%d metric lines of unfinished rounds dropped)",
+            "Resuming from %s at round %d (%d metric lines of unfinished rounds dropped%s)",
             resume_path,
             start_round + 1,
             dropped,
+            f"; {copied} node state files copied from the checkpoint's run" if copied else "",
         )
     if f.client_generators:  # fail before any training, not in every client's fit
         pretrained = resolve_run_path(f.pretrained_generator_path) if f.pretrained_generator_path else None
@@ -164,10 +166,13 @@ def server_fn(context: Context) -> ServerAppComponents:
     run_config = dict(context.run_config)
     config_file = str(run_config.get("config", "configs/default.json"))
     config = load_config(config_file, str(run_config.get("overrides", "")))
+    resume = str(run_config.get("resume") or "")
     run_dir = run_directory(run_config, config_file)
+    if resume and not run_config.get("run-name"):  # go on in the checkpoint's own run folder
+        run_dir = run_folder_of(find_checkpoint(resolve_run_path(resume)).resolve()) or run_dir
     log.info("FedA2V run: outputs in %s", run_dir)
     stop_after = int(run_config.get("stop-after-round") or 0) or None
-    strategy = build_strategy(config, run_dir, resume=str(run_config.get("resume") or ""), stop_after_round=stop_after)
+    strategy = build_strategy(config, run_dir, resume=resume, stop_after_round=stop_after)
     server_config = ServerConfig(
         num_rounds=strategy.last_round - strategy.round_offset, round_timeout=config.federation.round_timeout
     )

@@ -164,3 +164,38 @@ def test_trimming_drops_the_unfinished_rounds(tmp_path):
     path.write_text("".join(json.dumps({"round": r, "phase": "fit"}) + "\n" for r in (1, 2, 3, 3)))
     assert trim_metrics(path, 2) == 2
     assert [m["round"] for m in read_metrics(path)] == [1, 2]
+
+
+def test_resuming_trims_unfinished_rounds_and_carries_node_state_to_a_new_folder(tmp_path, cache_dir):
+    from test_checkpoint import write_server_checkpoint
+
+    from conftest import tiny_config
+    from feda2v_flwr.resume import load_client_state, save_client_state
+    from feda2v_flwr.server_app import build_strategy
+
+    run = tmp_path / "run"
+    checkpoint = write_server_checkpoint(run, cache_dir)  # round 1 of 2
+    lines = [json.dumps({"round": r, "phase": p}) for r, p in ((1, "fit"), (1, "round"), (2, "fit"))]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + '\n{"round": 2, "pha')  # killed mid-write
+    save_client_state(run / "client_state", 0, 1, {"optimizer": b"\x00\x01"}, keep_last=3)
+    config = tiny_config(data={"cache_dir": str(cache_dir)})
+
+    with pytest.raises(ConfigError, match="stop-after-round 1 is not after the resumed round 1"):
+        build_strategy(config, run, resume=str(run), stop_after_round=1)
+    strategy = build_strategy(config, run, resume=str(run))
+    assert (strategy.round_offset, strategy.last_round) == (1, 2)
+    assert [(m["round"], m["phase"]) for m in read_metrics(run / "metrics.jsonl")] == [(1, "fit"), (1, "round")]
+
+    other = build_strategy(config, tmp_path / "other", resume=str(checkpoint))
+    assert other.round_offset == 1
+    restored = load_client_state(tmp_path / "other" / "client_state", 0, before_round=2)
+    assert restored == {"optimizer": b"\x00\x01"}
+
+
+def test_a_checkpoint_from_before_a_new_config_key_still_resumes(uninterrupted):
+    payload = dict(load_checkpoint(uninterrupted / "checkpoints" / "server_generator_round_2.pt"))
+    raw = json.loads(payload["config"])
+    del raw["feda2v"]["transfer_dtype"]  # written by a version without that key
+    payload["config"] = json.dumps(raw)
+    config = json.loads(_final(uninterrupted)["config"])
+    check_resumable(validate_config(config), payload, uninterrupted)

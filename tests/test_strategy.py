@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from flwr.app import RecordDict
+from flwr.app import ConfigRecord, RecordDict
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.client_manager import SimpleClientManager
 
@@ -14,6 +14,7 @@ from feda2v_flwr.checkpoint import REQUIRED_KEYS, load_checkpoint
 from feda2v_flwr.config.loading import ConfigError
 from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.reporting import read_metrics
+from feda2v_flwr.resume import load_client_state
 from feda2v_flwr.server_app import build_strategy
 from feda2v_flwr.training.task import ClientTask
 from strategies.feda2v import weighted_split_metrics
@@ -171,6 +172,11 @@ def test_partial_participation_draws_partition_ids_from_the_seed_and_skips_the_o
     )
     arrays, examples, metrics = client.fit([], {"server_round": 1, "participants": ",".join(map(str, drawn[0]))})
     assert (arrays, examples, metrics) == ([], 0, {"partition_id": sitting_out, "sat_out": 1})
+    # Sitting out a checkpoint round still saves the node's (unchanged) state for a resume.
+    client.state["feda2v"] = ConfigRecord({"optimizer": b"state"})
+    sit_out = {"participants": ",".join(map(str, drawn[0])), "client-state-dir": str(tmp_path / "states")}
+    client.fit([], {"server_round": 1, "save-client-state": 1, **sit_out})
+    assert load_client_state(tmp_path / "states", sitting_out, before_round=2) == {"optimizer": b"state"}
     with pytest.raises(ValueError, match="clients_per_round .1. is below min_fit_clients .2."):
         tiny_config(federation={"clients_per_round": 1, "min_fit_clients": 2})
 

@@ -98,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
                 "draw from a run trained with target_profile 'sd' or 'flux'."
             )
         import_diffusers()
+        if config.feda2v.adapter_aggregation_mode == "none":
+            print(
+                "feda2v-images: this run does not aggregate its adapters (adapter_aggregation_mode 'none'); the "
+                "checkpoint's global adapters are the server's, not the nodes' own",
+                file=sys.stderr,
+            )
         result = draw_from_checkpoint(config, checkpoint, output)
     except (ConfigError, CheckpointError, DatasetError, ModelLoadError, ImportError, ValueError) as err:
         print(f"feda2v-images: {err}", file=sys.stderr)
