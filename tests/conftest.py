@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from feda2v_flwr.config import ExperimentConfig, validate_config
+from feda2v_flwr.launch import run_simulation
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -154,3 +155,17 @@ def write_clip(path: Path, seed: int) -> None:
     tone = 0.4 * np.sin(2 * np.pi * rng.uniform(200, 2000) * t) + 0.05 * rng.normal(size=t.size)
     path.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(path, np.stack([tone, 0.5 * tone], axis=1), FILE_RATE)
+
+
+def simulate(tmp_path: Path, config, name: str, overrides: str = "", **options) -> tuple[str, Path]:
+    """A real ``flwr run`` of ``config`` under ``tmp_path`` (own FLWR_HOME and outputs), no log
+    streaming; returns (final status, run folder)."""
+    return run_simulation(
+        config=str(config),
+        overrides=overrides,
+        run_name=name,
+        output_dir=tmp_path / "outputs",
+        flwr_home=tmp_path / "flwr-home",
+        stream=False,
+        **options,
+    )

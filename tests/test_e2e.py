@@ -6,10 +6,9 @@ import json
 
 import pytest
 
-from conftest import TINY, save_tiny_ast, save_tiny_text_encoders, tiny_config
+from conftest import TINY, save_tiny_ast, save_tiny_text_encoders, simulate, tiny_config
 from feda2v_flwr.config.loading import PROJECT_ROOT
 from feda2v_flwr.images.cli import main as images_main
-from feda2v_flwr.launch import run_simulation
 from feda2v_flwr.reporting import read_metrics
 from feda2v_flwr.server_app import build_strategy
 from feda2v_flwr.training.generator_learner import GeneratorMismatchError
@@ -30,14 +29,7 @@ def _config_file(tmp_path, cache_dir, images=None, **feda2v):
 
 
 def _run(tmp_path, config, overrides, name):
-    return run_simulation(
-        config=str(config),
-        overrides=overrides,
-        run_name=name,
-        output_dir=tmp_path / "outputs",
-        flwr_home=tmp_path / "flwr-home",
-        stream=False,
-    )
+    return simulate(tmp_path, config, name, overrides)
 
 
 def test_simulation_completes_and_learns(tmp_path, cache_dir):

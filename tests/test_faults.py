@@ -9,9 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from conftest import TINY
+from conftest import TINY, simulate
 from feda2v_flwr.checkpoint import load_checkpoint
-from feda2v_flwr.launch import run_simulation
 from feda2v_flwr.reporting import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -24,14 +23,7 @@ def test_a_raising_node_and_a_nan_node_are_dropped_and_the_run_completes(tmp_pat
     raw["data"]["cache_dir"] = str(cache_dir)
     config = tmp_path / "faulty.json"
     config.write_text(json.dumps(raw))
-    status, run_dir = run_simulation(
-        config=str(config),
-        overrides="",
-        run_name="faulty",
-        output_dir=tmp_path / "outputs",
-        flwr_home=tmp_path / "flwr-home",
-        stream=False,
-    )
+    status, run_dir = simulate(tmp_path, config, "faulty")
     assert status == "finished:completed"
     metrics = read_metrics(run_dir / "metrics.jsonl")
     fits = [m for m in metrics if m["phase"] == "fit"]

@@ -15,10 +15,9 @@ import psutil
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, simulate
 from feda2v_flwr.checkpoint import load_checkpoint
 from feda2v_flwr.config.loading import PROJECT_ROOT, ConfigError, validate_config
-from feda2v_flwr.launch import run_simulation
 from feda2v_flwr.reporting import read_metrics
 from feda2v_flwr.resume import check_resumable, trim_metrics
 
@@ -44,15 +43,7 @@ def config_file(tmp_path_factory):
 
 
 def _run(tmp_path, config_file, name, overrides="", **options):
-    status, run_dir = run_simulation(
-        config=str(config_file),
-        overrides=overrides,
-        run_name=name,
-        output_dir=tmp_path / "outputs",
-        flwr_home=tmp_path / "flwr-home",
-        stream=False,
-        **options,
-    )
+    status, run_dir = simulate(tmp_path, config_file, name, overrides, **options)
     assert status == "finished:completed", run_dir
     return run_dir
 
