@@ -55,6 +55,14 @@ def _summary(file: Path, payload: dict[str, Any]) -> dict[str, Any]:
             "args": payload["generator_args"],
             "epochs": payload["generator_epochs"],
             **_state_size(payload["generator_state"]),
+            "per_class": {  # generator_conditioning "none": one generator per class
+                name: {
+                    "class": g["generator_class"],
+                    "epochs": g["generator_epochs"],
+                    **_state_size(g["generator_state"]),
+                }
+                for name, g in (payload.get("generator_per_class") or {}).items()
+            },
         },
         "discriminator": None
         if discriminator is None
@@ -95,6 +103,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("round", summary["round"]),
         ("timestamp", summary["timestamp"]),
         ("generator type", generator["type"] or "none (saved with use_generator false)"),
+        *[
+            (f"generator of '{name}'", f"{g['class']}, {g['epochs']} epochs, {g['parameters']:,} parameters")
+            for name, g in generator["per_class"].items()
+        ],
         ("generator class", generator["class"] or "-"),
         ("generator args", json.dumps(generator["args"], default=str)),
         ("generator epochs", generator["epochs"]),

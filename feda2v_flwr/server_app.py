@@ -116,7 +116,7 @@ def build_strategy(
             trainer.load_finetune_state(payload)
     start_round = 0
     if resumed is not None:
-        if resumed["generator_class"]:
+        if ServerGeneratorTrainer.holds_generator(resumed):
             trainer.load_generator(resumed, source=str(resume_path))
         trainer.load_finetune_state(resumed)
         start_round = int(resumed["round"])

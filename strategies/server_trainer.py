@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +20,7 @@ from torch import nn
 from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.models.generators import Condition
 from feda2v_flwr.models.losses import adapter_loss
-from feda2v_flwr.models.sequence import pool_tokens
+from feda2v_flwr.models.sequence import pool_tokens, resize_tokens
 from feda2v_flwr.training.generator_learner import (
     GeneratorFactory,
     GeneratorLearner,
@@ -38,6 +39,7 @@ class ClassSummary:
 
     count: int
     slot_means: dict[str, torch.Tensor]
+    client_counts: list[int]
     client_audio_means: list[torch.Tensor]
     client_audio_stds: list[torch.Tensor]
     val_audio_mean: torch.Tensor | None
@@ -53,6 +55,7 @@ class ClassSummary:
         return cls(
             count=int(sum(counts)),
             slot_means=slot_means,
+            client_counts=counts,
             client_audio_means=[torch.from_numpy(e.audio_mean) for e in entries],
             client_audio_stds=[torch.from_numpy(e.audio_std) for e in entries],
             val_audio_mean=val_mean,
@@ -87,7 +90,16 @@ class ServerGeneratorTrainer:
     from the clients' adapters (``kd``), and fine-tunes them on real (class means) + synthetic
     (generator samples) audio embeddings.
 
-    The generator, its optimizer and the fine-tuning optimizer persist across rounds.
+    Three kinds of server generator:
+
+    - one generator conditioned on the class's mean prompt (``generator_conditioning`` clip or
+      clip+t5; the default);
+    - one unconditioned generator per class (``generator_conditioning: none``, the original
+      prototype's design);
+    - ``generator_type: gaussian``: no learning; a class's samples are drawn from the count-weighted
+      mixture of its clients' diagonal Gaussians N(mean, std^2) (FedPFT-style feature sampling).
+
+    The generators, their optimizers and the fine-tuning optimizer persist across rounds.
     """
 
     def __init__(
@@ -104,7 +116,10 @@ class ServerGeneratorTrainer:
         self.device = device
         self.adapters = adapters.to(device)
         self.finetune_optimizer = torch.optim.AdamW(adapters.parameters(), lr=self.f.global_model_train_learning_rate)
-        self.learner: GeneratorLearner | None = None
+        self.learner: GeneratorLearner | None = None  # the conditioned generator
+        self.class_learners: dict[str, GeneratorLearner] = {}  # generator_conditioning "none"
+        self.gaussian = self.f.generator_type == "gaussian"
+        self.per_class = not self.gaussian and self.f.generator_conditioning == "none"
         self.factory = GeneratorFactory(
             settings=self.f,
             input_dim=input_dim,
@@ -113,22 +128,47 @@ class ServerGeneratorTrainer:
             device=device,
         )
         self.rng = torch.Generator().manual_seed(config.training.seed + 10_007)
+        self.last_summaries: dict[str, ClassSummary] = {}
 
     # ---- setup -----------------------------------------------------------------------------
-    def setup_generator(self, *, audio_length: int) -> GeneratorLearner:
-        if self.learner is None:
-            self.learner = self.factory.new(
-                sequence_length=self.f.generator_training_sequence_length or audio_length,
-                seed=self.config.training.seed + 20_011,
-            )
-            model = self.learner.model
-            log.info(
-                "Server generator: %s %s, %.2f M parameters",
-                type(model).__name__,
-                model.constructor_args(),
-                self.learner.num_parameters / 1e6,
-            )
-        return self.learner
+    def setup_generator(self, *, audio_length: int, classes: list[str]) -> None:
+        """Build the generator(s) not built yet: the conditioned one, or one per new class."""
+        length = self.f.generator_training_sequence_length or audio_length
+        seed = self.config.training.seed + 20_011
+        if self.gaussian:
+            return
+        if self.per_class:
+            for name in classes:
+                if name not in self.class_learners:
+                    # seeded by the class name, so a class's generator does not depend on arrival order
+                    self.class_learners[name] = self.factory.new(
+                        sequence_length=length, seed=seed + zlib.crc32(name.encode())
+                    )
+                    self._log_new(self.class_learners[name], f"for class '{name}'")
+        elif self.learner is None:
+            self.learner = self.factory.new(sequence_length=length, seed=seed)
+            self._log_new(self.learner, "")
+
+    @staticmethod
+    def _log_new(learner: GeneratorLearner, what: str) -> None:
+        model = learner.model
+        log.info(
+            "Server generator%s: %s %s, %.2f M parameters",
+            f" {what}" if what else "",
+            type(model).__name__,
+            model.constructor_args(),
+            learner.num_parameters / 1e6,
+        )
+
+    def _learner(self, name: str) -> GeneratorLearner:
+        learner = self.class_learners.get(name) if self.per_class else self.learner
+        assert learner is not None, f"no server generator for class '{name}'"
+        return learner
+
+    @property
+    def has_generator(self) -> bool:
+        """Whether synthetic samples can be drawn (a trained or loaded generator, or the Gaussians)."""
+        return self.f.use_generator and (self.gaussian or self.learner is not None or bool(self.class_learners))
 
     # ---- one round -------------------------------------------------------------------------
     def run_round(
@@ -142,15 +182,17 @@ class ServerGeneratorTrainer:
         adapters and classes), validate (every N rounds), fine-tune the global adapters."""
         report = RoundReport()
         summaries = {name: ClassSummary.merge(entries) for name, entries in sorted(class_stats.items())}
+        self.last_summaries = summaries  # kept for experiments (e.g. the memorisation check)
         self.adapters.load_state_dict({k: torch.from_numpy(v) for k, v in adapter_state.items()})
         if not summaries:
             return adapter_state, report
         if self.f.use_generator:
             first = next(iter(summaries.values()))
-            self.setup_generator(audio_length=first.client_audio_means[0].shape[0])
-            start = time.perf_counter()
-            self.train_generator(summaries, report)
-            report.timings["generator_s"] = time.perf_counter() - start
+            self.setup_generator(audio_length=first.client_audio_means[0].shape[0], classes=list(summaries))
+            if not self.gaussian:
+                start = time.perf_counter()
+                self.train_generator(summaries, report)
+                report.timings["generator_s"] = time.perf_counter() - start
             if teachers:
                 start = time.perf_counter()
                 self.distill(summaries, teachers, report)
@@ -168,25 +210,28 @@ class ServerGeneratorTrainer:
 
     def train_generator(self, summaries: dict[str, ClassSummary], report: RoundReport) -> None:
         """Epochs x classes; each class's batch = draws from every client's N(mean, std^2)."""
-        assert self.learner is not None
-        learner, f = self.learner, self.f
+        f = self.f
+        learners = {name: self._learner(name) for name in summaries}
+        distinct = list({id(learner): learner for learner in learners.values()}.values())
         epoch_losses = []
         noise = f.generator_augmentation_noise if f.generator_augmentation else 0.0
-        skipped_before = learner.skipped_batches
+        skipped_before = sum(learner.skipped_batches for learner in distinct)
         for epoch in range(f.generator_training_epochs):
             per_class = {}
             for name, summary in summaries.items():
                 clean = self._draw_from_statistics(summary, f.generator_draws_per_statistic)  # (B, L, D)
-                losses = learner.step(clean, summary.condition(len(clean), self.device), noise_std=noise, rng=self.rng)
+                condition = None if self.per_class else summary.condition(len(clean), self.device)
+                losses = learners[name].step(clean, condition, noise_std=noise, rng=self.rng)
                 if losses is None:
                     log.warning("Generator epoch %d class '%s': non-finite loss, batch skipped", epoch, name)
                     continue
                 per_class[name] = losses
-            learner.finish_epoch()
+            for learner in distinct:
+                learner.finish_epoch()
             if per_class:
                 mean_loss = float(np.mean([v["loss"] for v in per_class.values()]))
                 epoch_losses.append(mean_loss)
-                report.generator_epochs.append({"epoch": learner.epochs_done, "loss": mean_loss})
+                report.generator_epochs.append({"epoch": distinct[0].epochs_done, "loss": mean_loss})
                 log.info(
                     "  generator epoch %d/%d: loss %.4f (%s)",
                     epoch + 1,
@@ -195,22 +240,44 @@ class ServerGeneratorTrainer:
                     ", ".join(f"{n}: " + " ".join(f"{k} {v:.3f}" for k, v in d.items()) for n, d in per_class.items()),
                 )
                 report.generator_per_class = per_class
-        report.skipped_batches = learner.skipped_batches - skipped_before
+        report.skipped_batches = sum(learner.skipped_batches for learner in distinct) - skipped_before
         report.generator_loss = float(np.mean(epoch_losses)) if epoch_losses else None
 
-    def _synthetic(self, summary: ClassSummary, num_samples: int, length: int | None = None) -> torch.Tensor:
-        """Generator samples for one class at the output length (default: the statistics
-        length), pooled to ``length`` tokens when given (to stack them with real rows)."""
-        assert self.learner is not None
-        out_len = self.f.generator_output_sequence_length or summary.client_audio_means[0].shape[0]
-        synthetic = self.learner.sample(
-            num_samples,
-            summary.condition(num_samples, self.device),
-            generator=self.rng,
-            target_sequence_length=out_len,
-            interpolation=self.f.generator_interpolation,
-        )
+    def output_length(self, summary: ClassSummary) -> int:
+        """Tokens of the sequences the server makes: ``generator_output_sequence_length``, else
+        the statistics' own length."""
+        return self.f.generator_output_sequence_length or summary.client_audio_means[0].shape[0]
+
+    def _synthetic(self, name: str, summary: ClassSummary, num_samples: int, length: int | None = None) -> torch.Tensor:
+        """Samples of one class at the output length, resized to ``length`` tokens when given."""
+        out_len = self.output_length(summary)
+        if self.gaussian:
+            drawn = self._draw_from_mixture(summary, num_samples)
+            synthetic = resize_tokens(drawn, out_len, _interpolation(self.f.generator_interpolation))
+        else:
+            synthetic = self._learner(name).sample(
+                num_samples,
+                None if self.per_class else summary.condition(num_samples, self.device),
+                generator=self.rng,
+                target_sequence_length=out_len,
+                interpolation=self.f.generator_interpolation,
+            )
         return synthetic if length is None or out_len == length else pool_tokens(synthetic, length)
+
+    def synthetic_samples(
+        self, name: str, summary: ClassSummary, num_samples: int, length: int | None = None
+    ) -> torch.Tensor:
+        """Public entry for experiments (e.g. the memorisation check): samples as the fine-tuning sees them."""
+        return self._synthetic(name, summary, num_samples, length)
+
+    def _draw_from_mixture(self, summary: ClassSummary, num_samples: int) -> torch.Tensor:
+        """``num_samples`` draws of the Gaussian baseline: a client picked with probability
+        proportional to its clip count, then N(its mean, its std^2) per token and feature."""
+        weights = torch.tensor(summary.client_counts, dtype=torch.float64)
+        picks = torch.multinomial(weights, num_samples, replacement=True, generator=self.rng)
+        means = torch.stack(summary.client_audio_means)[picks]
+        stds = torch.stack(summary.client_audio_stds)[picks]
+        return (means + stds * torch.randn(means.shape, generator=self.rng)).to(self.device)
 
     def distill(
         self,
@@ -229,7 +296,7 @@ class ServerGeneratorTrainer:
 
         owners = {name: [i for i, (_, classes) in enumerate(teachers) if name in classes] for name in summaries}
         synthetic = {
-            name: self._synthetic(summary, self.f.kd_samples_per_class)
+            name: self._synthetic(name, summary, self.f.kd_samples_per_class)
             for name, summary in summaries.items()
             if owners[name]
         }
@@ -252,7 +319,7 @@ class ServerGeneratorTrainer:
             if summary.val_audio_mean is None:
                 continue
             real = summary.val_audio_mean.to(self.device)  # (L, D)
-            fake = self._synthetic(summary, num_samples, real.shape[0]).mean(0)
+            fake = self._synthetic(name, summary, num_samples, real.shape[0]).mean(0)
             per_class[name] = {
                 "similarity": F.cosine_similarity(fake.flatten(), real.flatten(), dim=0).item(),
                 "mse": F.mse_loss(fake, real).item(),
@@ -293,13 +360,15 @@ class ServerGeneratorTrainer:
     def _finetune_set(
         self, summaries: dict[str, ClassSummary], report: RoundReport
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Rows at the output length: the clients' class means (resized there when the statistics
+        are shorter, as the clients' clips are) and the generator's samples."""
         rows, targets = [], {slot: [] for slot in self.adapters}
-        for summary in summaries.values():
-            class_rows = list(summary.client_audio_means)
-            length = class_rows[0].shape[0]
-            if self.learner is not None and self.f.use_generator and self.f.synthetic_samples_per_class > 0:
-                # adapters accept any token count; one length per batch keeps rows stackable
-                synthetic = self._synthetic(summary, self.f.synthetic_samples_per_class, length).cpu()
+        for name, summary in summaries.items():
+            length = self.output_length(summary)
+            means = torch.stack(summary.client_audio_means)
+            class_rows = list(resize_tokens(means, length, _interpolation(self.f.generator_interpolation)))
+            if self.has_generator and self.f.synthetic_samples_per_class > 0:
+                synthetic = self._synthetic(name, summary, self.f.synthetic_samples_per_class, length).cpu()
                 class_rows += list(synthetic)
                 report.synthetic_samples += len(synthetic)
             rows += class_rows
@@ -316,10 +385,12 @@ class ServerGeneratorTrainer:
 
     # ---- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Generator (class, args, weights, optimizers, epochs) + fine-tuning optimizer + RNG."""
+        """Generator (class, args, weights, optimizers, epochs) + fine-tuning optimizer + RNG;
+        per-class generators under ``generator_per_class`` ({class: the same fields})."""
         generator = self.learner.state_dict() if self.learner is not None else _EMPTY_GENERATOR_STATE
         return {
             **generator,
+            "generator_per_class": {name: learner.state_dict() for name, learner in self.class_learners.items()},
             "generator_type": self.f.generator_type,
             "finetune_optimizer_state": self.finetune_optimizer.state_dict(),
             "rng_state": self.rng.get_state(),
@@ -327,13 +398,32 @@ class ServerGeneratorTrainer:
 
     def load_generator(self, state: dict, source: str = "checkpoint") -> None:
         """Start from a saved server generator, rebuilt exactly as saved (with its epoch count)."""
-        if not state.get("generator_class"):
+        per_class = state.get("generator_per_class") or {}
+        if not state.get("generator_class") and not per_class:
             raise GeneratorMismatchError(
-                f"{source} holds no generator (it was saved with use_generator false): train one first or set "
-                "generator_load_checkpoint to false"
+                f"{source} holds no trained generator (saved with use_generator false or generator_type "
+                "'gaussian'): train one first or set generator_load_checkpoint to false"
             )
+        if bool(per_class) != self.per_class:
+            saved = "one unconditioned generator per class" if per_class else "one conditioned generator"
+            raise GeneratorMismatchError(
+                f"{source} holds {saved} but this run's generator_conditioning is "
+                f"'{self.f.generator_conditioning}' (with generator_type '{self.f.generator_type}'): "
+                f"set generator_conditioning to {'none' if per_class else 'clip or clip+t5'}"
+            )
+        if per_class:
+            self.class_learners = {
+                name: self.factory.restore(s, f"{source} (class '{name}')") for name, s in per_class.items()
+            }
+            log.info("Server generators loaded from %s: one per class for %d classes", source, len(per_class))
+            return
         self.learner = self.factory.restore(state, source)
         log.info("Server generator loaded from %s: %s", source, type(self.learner.model).__name__)
+
+    @staticmethod
+    def holds_generator(state: dict) -> bool:
+        """Whether a checkpoint holds trained server generator weights."""
+        return bool(state.get("generator_class") or state.get("generator_per_class"))
 
     def load_finetune_state(self, state: dict) -> None:
         """The fine-tuning optimizer and the server RNG of a saved server step (load them only
@@ -352,3 +442,9 @@ _EMPTY_GENERATOR_STATE = {
     "discriminator_optimizer_state": None,
     "generator_epochs": 0,
 }
+
+
+def _interpolation(mode: str) -> str:
+    """How real rows and Gaussian draws are resized: the configured mode (``learned`` belongs to a
+    trained generator, so they use linear interpolation)."""
+    return "linear" if mode == "learned" else mode

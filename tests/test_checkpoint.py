@@ -68,7 +68,7 @@ def write_server_checkpoint(run_dir: Path, cache_dir: Path, **feda2v) -> Path:
     written by the strategy itself; returns the ``.pt`` file."""
     config = tiny_config(feda2v=feda2v, data={"cache_dir": str(cache_dir)})
     strategy = build_strategy(config, run_dir)
-    strategy.trainer.setup_generator(audio_length=4)
+    strategy.trainer.setup_generator(audio_length=4, classes=strategy.classes)
     path = strategy._maybe_checkpoint(1, RoundReport())
     assert path is not None
     return path
@@ -95,6 +95,18 @@ def test_inspect_prints_round_generator_adapter_shapes_and_config_hash(server_ch
         assert f"  clip: {slot_total:,} parameters" in out
     assert checkpoint_main([str(server_checkpoint), "--config"]) == 0
     assert '"generator_type": "vae"' in capsys.readouterr().out
+
+
+def test_per_class_server_generators_are_saved_listed_and_loaded(tmp_path, cache_dir, capsys):
+    path = write_server_checkpoint(tmp_path / "run", cache_dir, generator_conditioning="none")
+    payload = load_checkpoint(path)
+    assert payload["generator_class"] is None and len(payload["generator_per_class"]) == 4  # tiny: 4 classes
+    assert checkpoint_main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "generator of 'siren'" in out and "VAEGenerator, 0 epochs" in out
+    config = tiny_config(feda2v={"generator_conditioning": "none"}, data={"cache_dir": str(cache_dir)})
+    resumed = build_strategy(config, tmp_path / "resumed", resume=path)
+    assert sorted(resumed.trainer.class_learners) == sorted(payload["generator_per_class"])
 
 
 def test_inspect_json_is_one_machine_readable_object(server_checkpoint, capsys):

@@ -125,7 +125,7 @@ def test_loading_a_generator_of_another_type_fails_clearly():
         learned.load_generator(trainer.state_dict(), source="run-a.pt")
     plain, _ = _trainer(use_generator=False)
     plain.run_round(1, state, _fixed_stats())
-    with pytest.raises(ValueError, match="holds no generator"):
+    with pytest.raises(ValueError, match="holds no trained generator"):
         trainer.load_generator(plain.state_dict(), source="plain.pt")
 
 
@@ -150,3 +150,58 @@ def test_kd_distils_both_slots_towards_the_class_owners(tmp_path):
     assert set(report.kd_loss_per_slot) == {"clip", "t5"} and all(np.isfinite(list(report.kd_loss_per_slot.values())))
     changed = {k.split(".")[0] for k in state if not np.array_equal(state[k], new_state[k])}
     assert changed == {"clip", "t5"}
+
+
+def test_gaussian_baseline_samples_each_class_from_its_clients_statistics():
+    trainer, state = _trainer(generator_type="gaussian", synthetic_samples_per_class=4)
+    stats = _fixed_stats()
+    _, report = trainer.run_round(1, state, stats)
+    assert report.generator_loss is None and report.synthetic_samples == 3 * 4  # nothing trained, samples drawn
+    assert report.validation is not None and report.validation["num_classes"] == 3
+    summary = ClassSummary.merge(stats["dog"])
+    samples = trainer.synthetic_samples("dog", summary, 4000)
+    assert samples.shape == (4000, 7, 48)
+    # the count-weighted mixture of the two clients' N(mean, 0.1^2): mean = average of the means,
+    # and every sample lies near one of the two clients' means
+    expected = (stats["dog"][0].audio_mean + stats["dog"][1].audio_mean) / 2
+    np.testing.assert_allclose(samples.mean(0).numpy(), expected, atol=0.05)
+    nearest = torch.cdist(samples.flatten(1), torch.stack(summary.client_audio_means).flatten(1)).min(1).values
+    assert float(nearest.max()) < 0.1 * (7 * 48) ** 0.5 * 1.5
+    assert trainer.state_dict()["generator_class"] is None  # nothing to save
+
+
+def test_unconditioned_server_generators_are_one_per_class_and_round_trip():
+    trainer, state = _trainer(generator_conditioning="none", synthetic_samples_per_class=2)
+    trainer.run_round(1, state, _fixed_stats())
+    assert trainer.learner is None and sorted(trainer.class_learners) == ["dog", "rain", "siren"]
+    assert all(not learner.model.conditioned for learner in trainer.class_learners.values())
+    saved = trainer.state_dict()
+    other, _ = _trainer(generator_conditioning="none")
+    other.load_generator(saved)
+    for name, learner in trainer.class_learners.items():
+        restored = other.class_learners[name].model.state_dict().values()
+        for x, y in zip(learner.model.state_dict().values(), restored, strict=True):
+            assert torch.equal(x, y)
+    conditioned, _ = _trainer()
+    with pytest.raises(ValueError, match="one unconditioned generator per class"):
+        conditioned.load_generator(saved)
+    with pytest.raises(ValueError, match="one conditioned generator"):
+        other.load_generator(conditioned.state_dict() | {"generator_class": "x"})
+
+
+def test_fine_tuning_rows_are_at_the_output_length_real_means_resized():
+    trainer, state = _trainer(generator_output_sequence_length=19, synthetic_samples_per_class=2)
+    stats = _fixed_stats()
+    trainer.run_round(1, state, stats)
+    summaries = {n: ClassSummary.merge(e) for n, e in stats.items()}
+    inputs, _ = trainer._finetune_set(summaries, RoundReport())
+    assert inputs.shape == (3 * (2 + 2), 19, 48)
+    first = torch.from_numpy(stats["dog"][0].audio_mean)
+    # linear interpolation keeps the first and last token of the 7-token mean
+    torch.testing.assert_close(inputs[0, 0], first[0])
+    torch.testing.assert_close(inputs[0, -1], first[-1])
+
+
+def test_gaussian_generator_type_is_refused_where_it_cannot_work():
+    with pytest.raises(ValueError, match="server's sampling baseline"):
+        tiny_config(feda2v={"generator_type": "gaussian", "generator_training_mode": True})

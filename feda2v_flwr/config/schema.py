@@ -95,7 +95,9 @@ class FedA2VSettings(_Section):
 
     # Generators (SPEC 3.4). ``use_generator``: the server's generator (seed 001).
     use_generator: bool = True
-    generator_type: Literal["vae", "gan"] = "vae"
+    # gaussian: no learning, the server samples each class from its clients' N(mean, std^2) (a
+    # baseline; server only). generator_conditioning "none" on the server: one generator per class.
+    generator_type: Literal["vae", "gan", "gaussian"] = "vae"
     vae_arch: Literal["flat", "tokenwise"] = "flat"
     generator_conditioning: Literal["clip", "clip+t5", "none"] = "clip"
     generator_hidden_dim: int = Field(512, ge=8)
@@ -151,16 +153,23 @@ class FedA2VSettings(_Section):
             )
         if self.targets_file and self.target_profile == "minilm":
             raise ValueError("targets_file holds FLUX or SD targets: set target_profile to 'flux' or 'sd'")
-        if self.generator_type == "gan" and self.vae_arch != "flat":
-            raise ValueError("vae_arch chooses a VAE design; with generator_type 'gan' leave vae_arch at 'flat'")
+        if self.generator_type != "vae" and self.vae_arch != "flat":
+            raise ValueError(
+                f"vae_arch chooses a VAE design; with generator_type '{self.generator_type}' leave vae_arch at 'flat'"
+            )
+        if self.generator_type == "gaussian":
+            if self.client_generators:
+                raise ValueError(
+                    "generator_type 'gaussian' is the server's sampling baseline (no weights to train or send); "
+                    "client generators are 'vae' or 'gan'"
+                )
+            if self.generator_load_checkpoint:
+                raise ValueError(
+                    "generator_type 'gaussian' has no weights to load: set generator_load_checkpoint to false"
+                )
         if self.adapter_aggregation_mode == "kd" and not self.use_generator:
             raise ValueError(
                 "adapter_aggregation_mode 'kd' distils on the server generator's samples: set use_generator to true"
-            )
-        if self.use_generator and self.generator_conditioning == "none":
-            raise ValueError(
-                "the server generator serves every class, so it needs a condition: set generator_conditioning to "
-                "'clip' or 'clip+t5' (or use_generator to false for unconditioned client generators only)"
             )
         return self
 
