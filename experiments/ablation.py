@@ -1,0 +1,657 @@
+"""Does the server step help? Ablations of FedA2V with several seeds, written to docs/RESULTS.md.
+
+Three tables, each cell run with every seed (mean +- std over seeds):
+
+- methods: the same federation under every aggregation / server-step method, including the
+  generator variants (conditioned VAE, one unconditioned VAE per class, GAN, per-class Gaussian);
+- non-IID: standalone vs FedAvg vs FedA2V as the label skew changes (1, 2, 5 classes per node;
+  Dirichlet 0.1 and 1.0);
+- sequence length: the statistics' (and generator's) token count L against bytes uploaded.
+
+Every cell is a real federation: Flower's server loop, the FedA2V strategy and clients, in one
+process (``feda2v_flwr.inprocess``; ``flwr run`` would add a Ray start per cell). Finished cells are
+kept as JSON in ``--output-dir``, so an interrupted run goes on where it stopped.
+
+Usage: ``python experiments/ablation.py`` (the documented setting), ``--quick`` for a smoke test,
+``--config configs/esc50_ablation.json`` for ESC-50. See docs/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import re
+import sys
+import time
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parent.parent
+if str(PROJECT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(PROJECT))
+
+# ---- the grid ---------------------------------------------------------------------------------
+
+NO_SERVER_STEP = "feda2v.use_generator=false; feda2v.global_model_train_from_nodes_adapters=false"
+METHODS: dict[str, tuple[str, str]] = {
+    "none": (
+        "standalone: every node keeps its own adapters",
+        f"feda2v.adapter_aggregation_mode=none; {NO_SERVER_STEP}",
+    ),
+    "avg": ("FedAvg of the adapters, no server step", NO_SERVER_STEP),
+    "avg+ft": (
+        "avg + server fine-tuning on the clients' class means only (no generator)",
+        "feda2v.use_generator=false",
+    ),
+    "avg+vae": ("avg + conditioned VAE + fine-tuning on real + synthetic (FedA2V)", ""),
+    "avg+vae-uncond": ("as avg+vae, one unconditioned VAE per class", "feda2v.generator_conditioning=none"),
+    "avg+gan": ("as avg+vae, a conditioned GAN", "feda2v.generator_type=gan"),
+    "avg+gaussian": ("as avg+vae, per-class Gaussian sampling (FedPFT-style)", "feda2v.generator_type=gaussian"),
+    "kd": (
+        "distil the clients' adapters on VAE samples, then fine-tune as avg+vae",
+        "feda2v.adapter_aggregation_mode=kd",
+    ),
+    "centralised": (
+        "upper bound: one node holds every class's training clips, no server step",
+        f"federation.num_clients=1; {NO_SERVER_STEP}",
+    ),
+}
+# Rough cost of a method (seconds per run on the default): the longest cells start first.
+COST = {"kd": 160, "avg+vae-uncond": 120, "avg+gan": 110, "avg+vae": 100, "avg+gaussian": 45}
+SETTINGS: dict[str, str] = {
+    "1 class/node": "federation.num_clients=10",  # disjoint classes, 10 nodes
+    "2 classes/node": "",  # disjoint classes, 5 nodes (the default)
+    "5 classes/node": "data.partitioning=classes_per_node; data.classes_per_node=5",
+    "Dirichlet 0.1": "data.partitioning=dirichlet; data.dirichlet_alpha=0.1",
+    "Dirichlet 1.0": "data.partitioning=dirichlet; data.dirichlet_alpha=1.0",
+}
+MAIN_SETTING = "2 classes/node"
+NON_IID_METHODS = ("none", "avg", "avg+ft", "avg+vae")
+# Sequence length: a finer mel-patch grid gives a longer token sequence (the stand-in for AST's
+# 1214 tokens); the length-independent tokenwise VAE serves every L.
+LONG_SEQUENCE = "feda2v.mel_patch.patch_frames=4; feda2v.vae_arch=tokenwise"
+LENGTHS: tuple[int | None, ...] = (4, 16, 64, None)
+LENGTH_METHODS = ("avg+ft", "avg+vae")
+
+
+@dataclass(frozen=True)
+class Cell:
+    table: str  # methods | noniid | length
+    setting: str
+    method: str
+    seed: int
+    overrides: str
+
+    @property
+    def key(self) -> str:
+        return re.sub(r"[^a-zA-Z0-9.+-]+", "_", f"{self.table}-{self.setting}-{self.method}-seed{self.seed}")
+
+
+def length_overrides(length: int | None, full_length: int) -> str:
+    """Statistics and generator at L tokens; the server resizes to the full length for fine-tuning."""
+    value = "null" if length is None else str(length)
+    return (
+        f"{LONG_SEQUENCE}; feda2v.statistics_sequence_length={value}; "
+        f"feda2v.generator_training_sequence_length={value}; feda2v.generator_output_sequence_length={full_length}"
+    )
+
+
+def grid(seeds: Iterable[int], tables: Iterable[str], full_length: int) -> list[Cell]:
+    cells = []
+    for seed in seeds:
+        if "methods" in tables:
+            for method, (_, overrides) in METHODS.items():
+                cells.append(Cell("methods", MAIN_SETTING, method, seed, _join(SETTINGS[MAIN_SETTING], overrides)))
+        if "noniid" in tables:
+            for setting, setting_overrides in SETTINGS.items():
+                for method in NON_IID_METHODS:
+                    if "methods" in tables and setting == MAIN_SETTING:
+                        continue  # the methods table's cells
+                    cells.append(Cell("noniid", setting, method, seed, _join(setting_overrides, METHODS[method][1])))
+        if "length" in tables:
+            for length in LENGTHS:
+                for method in LENGTH_METHODS:
+                    name = "full" if length is None else f"L={length}"
+                    cells.append(
+                        Cell(
+                            "length",
+                            name,
+                            method,
+                            seed,
+                            _join(length_overrides(length, full_length), METHODS[method][1]),
+                        )
+                    )
+    return cells
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
+# ---- one cell ---------------------------------------------------------------------------------
+
+
+def run_cell(cell: Cell, config_file: str, base_overrides: str, output_dir: str) -> dict:
+    """Run one federation in this process and measure it (called in a worker process)."""
+    import torch
+
+    from feda2v_flwr.config import load_config
+    from feda2v_flwr.inprocess import run_in_process
+
+    torch.set_num_threads(1)
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # Flower's per-round lines, for each of many runs
+    seed_overrides = f"training.seed={cell.seed}; data.partition_seed={cell.seed}"
+    # no W&B, no checkpoints (a flat VAE with its optimizer state is ~180 MB; runs are measured, not resumed)
+    overrides = _join(
+        base_overrides, cell.overrides, seed_overrides, "wandb.enabled=false; feda2v.generator_save_checkpoint=false"
+    )
+    config = load_config(config_file, overrides)
+    run_dir = Path(output_dir) / "runs" / cell.key
+    start = time.perf_counter()
+    run = run_in_process(config, run_dir)
+    seconds = time.perf_counter() - start
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {
+        "cell": asdict(cell),
+        "overrides": overrides,
+        "seconds": seconds,
+        "curve": [[m["round"], m.get("test_retrieval_top1")] for m in metrics if m["phase"] == "evaluate"],
+        "own_split": run.strategy.summary.get("evaluation", {}),
+        "federation_test": federation_test_metrics(run),
+        "validation": _last(metrics, "validation"),
+        "memorisation": memorisation(run),
+        "upload": upload_bytes(metrics),
+    }
+
+
+def federation_test_metrics(run) -> dict[str, float]:
+    """The final adapters on every node's test split pooled: the global adapters, or for
+    standalone runs each node's own adapters (averaged over nodes)."""
+    import torch
+
+    from feda2v_flwr.payload import ndarrays_to_module
+    from feda2v_flwr.training.adapters import evaluate_adapters
+
+    tasks = [run.task(pid) for pid in sorted(run.clients)]
+    splits = [task.split("test") for task in tasks]
+    embeddings, labels = torch.cat([e for e, _ in splits]), torch.cat([y for _, y in splits])
+    first = tasks[0]
+    if run.strategy.config.feda2v.adapter_aggregation_mode == "none":
+        results = []
+        for client in run.clients.values():
+            local = client._saved("local_adapters")
+            if local is None:
+                continue
+            client.task._load_adapters([], local)
+            results.append(evaluate_adapters(client.task.model, embeddings, labels, client.task.target_tensors))
+        return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
+    state = run.strategy.state
+    ndarrays_to_module(first.model, [state[k] for k in run.strategy.adapter_keys])
+    return evaluate_adapters(first.model, embeddings, labels, first.target_tensors)
+
+
+def memorisation(run, samples_per_class: int = 32) -> dict[str, float] | None:
+    """Distance to closest record: synthetic samples to the nearest real training clip, against
+    real test clips to the nearest training clip (same class, at the statistics length). A ratio
+    far below 1 would mean the generator reproduces training clips; ``spread``: the mean distance
+    to the class's training mean, synthetic over real (below 1: less varied than real data)."""
+    import torch
+
+    from feda2v_flwr.models.sequence import pool_tokens
+    from strategies.server_trainer import ClassSummary
+
+    trainer = run.strategy.trainer
+    if not trainer.has_generator or not trainer.last_summaries:
+        return None
+    tasks = [run.task(pid) for pid in sorted(run.clients)]
+    index = tasks[0].class_index
+    ratios, spreads = [], []
+    for name, summary in trainer.last_summaries.items():
+        summary: ClassSummary
+        length = summary.client_audio_means[0].shape[0]
+        train = _class_rows(tasks, "train", index[name], length, pool_tokens)
+        test = _class_rows(tasks, "test", index[name], length, pool_tokens)
+        if len(train) < 2 or len(test) < 1:
+            continue
+        synthetic = trainer.synthetic_samples(name, summary, samples_per_class, length).cpu().flatten(1)
+        to_train = torch.cdist(synthetic, train).min(1).values
+        test_to_train = torch.cdist(test, train).min(1).values
+        ratios.append(float(to_train.median() / test_to_train.median()))
+        centre = train.mean(0, keepdim=True)
+        spreads.append(float(torch.cdist(synthetic, centre).mean() / torch.cdist(train, centre).mean()))
+    if not ratios:
+        return None
+    return {
+        "dcr_ratio": float(np.median(ratios)),
+        "dcr_ratio_min": float(np.min(ratios)),
+        "spread": float(np.mean(spreads)),
+    }
+
+
+def _class_rows(tasks, split: str, label: int, length: int, pool_tokens):
+    import torch
+
+    rows = []
+    for task in tasks:
+        embeddings, labels = task.split(split)
+        mask = labels == label
+        if mask.any():
+            rows.append(pool_tokens(embeddings[mask], length).flatten(1))
+    return torch.cat(rows) if rows else torch.zeros((0, 1))
+
+
+def upload_bytes(metrics: list[dict]) -> dict[str, float]:
+    """Per node and round: the whole upload, and the statistics part (upload - adapters)."""
+    fits = [m for m in metrics if m["phase"] == "fit"]
+    totals = [b for m in fits for b in m["payload_bytes_per_client"]]
+    adapters = fits[0]["download_bytes_per_client"] if fits else 0
+    total = float(np.mean(totals)) if totals else 0.0
+    return {"total": total, "statistics": total - adapters}
+
+
+def _last(metrics: list[dict], phase: str) -> dict | None:
+    found = [m for m in metrics if m["phase"] == phase]
+    return found[-1] if found else None
+
+
+def _worker_init() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("flwr", "feda2v_flwr", "strategies"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# ---- the report -------------------------------------------------------------------------------
+
+
+def summarise(results: list[dict]) -> dict[tuple[str, str, str], dict]:
+    """Mean and std over seeds of every cell's numbers."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in results:
+        c = r["cell"]
+        groups.setdefault((c["table"], c["setting"], c["method"]), []).append(r)
+    out = {}
+    for key, runs in groups.items():
+        values = {
+            "top1": [r["federation_test"]["retrieval_top1"] for r in runs],
+            "own_top1": [r["own_split"].get("test_retrieval_top1", np.nan) for r in runs],
+            "cosine": [
+                np.mean([r["federation_test"][k] for k in r["federation_test"] if k.startswith("cosine_")])
+                for r in runs
+            ],
+            "mse_clip": [r["federation_test"].get("mse_clip", np.nan) for r in runs],
+            "mse_t5": [r["federation_test"].get("mse_t5", np.nan) for r in runs],
+            "val_similarity": [(r["validation"] or {}).get("similarity", np.nan) for r in runs],
+            "dcr_ratio": [(r["memorisation"] or {}).get("dcr_ratio", np.nan) for r in runs],
+            "spread": [(r["memorisation"] or {}).get("spread", np.nan) for r in runs],
+            "upload": [r["upload"]["total"] for r in runs],
+            "upload_stats": [r["upload"]["statistics"] for r in runs],
+            "seconds": [r["seconds"] for r in runs],
+        }
+        seeds = [r["cell"]["seed"] for r in runs]
+        out[key] = {
+            "n": len(runs),
+            "seeds": seeds,
+            "per_seed_top1": dict(zip(seeds, values["top1"], strict=True)),
+            "curves": [r["curve"] for r in runs],
+            **{k: _mean_std(v) for k, v in values.items()},
+        }
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=float)
+    if np.isnan(array).all():
+        return (float("nan"), float("nan"))
+    return (float(np.nanmean(array)), float(np.nanstd(array)))
+
+
+def _fmt(pair: tuple[float, float], digits: int = 3) -> str:
+    mean, std = pair
+    return "–" if np.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _mb(pair: tuple[float, float]) -> str:
+    return f"{pair[0] / 1e6:.3f}" if not np.isnan(pair[0]) else "–"
+
+
+def methods_table(summary: dict) -> list[str]:
+    lines = [
+        "| method | what it does | top-1 | top-1 own split | cosine | MSE clip | MSE t5 | generator val. cosine "
+        "| DCR ratio | spread | s / run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, (description, _) in METHODS.items():
+        s = summary.get(("methods", MAIN_SETTING, method))
+        if s is None:
+            continue
+        lines.append(
+            f"| `{method}` | {description} | **{_fmt(s['top1'])}** | {_fmt(s['own_top1'])} | {_fmt(s['cosine'])} | "
+            f"{_fmt(s['mse_clip'])} | {_fmt(s['mse_t5'])} | {_fmt(s['val_similarity'])} | {_fmt(s['dcr_ratio'], 2)} | "
+            f"{_fmt(s['spread'], 2)} | {s['seconds'][0]:.0f} |"
+        )
+    return lines
+
+
+def cell_summary(summary: dict, table: str, setting: str, method: str) -> dict | None:
+    if table == "noniid" and setting == MAIN_SETTING and (table, setting, method) not in summary:
+        return summary.get(("methods", setting, method))
+    return summary.get((table, setting, method))
+
+
+def noniid_table(summary: dict) -> list[str]:
+    lines = [
+        "| setting | " + " | ".join(f"`{m}`" for m in NON_IID_METHODS) + " |",
+        "|---|" + "---|" * len(NON_IID_METHODS),
+    ]
+    for setting in SETTINGS:
+        row = [cell_summary(summary, "noniid", setting, m) for m in NON_IID_METHODS]
+        if all(r is None for r in row):
+            continue
+        lines.append(f"| {setting} | " + " | ".join(_fmt(r["top1"]) if r else "–" for r in row) + " |")
+    return lines
+
+
+def length_table(summary: dict) -> list[str]:
+    lines = [
+        "| L (tokens sent) | upload per node and round (MB) | of which statistics (MB) | "
+        + " | ".join(f"`{m}` top-1" for m in LENGTH_METHODS)
+        + " | `avg+vae` val. cosine | `avg+vae` DCR ratio | s / run (`avg+vae`) |",
+        "|---|---|---|" + "---|" * len(LENGTH_METHODS) + "---|---|---|",
+    ]
+    for length in LENGTHS:
+        name = "full" if length is None else f"L={length}"
+        row = [summary.get(("length", name, m)) for m in LENGTH_METHODS]
+        present = [r for r in row if r is not None]
+        if not present:
+            continue
+        vae = summary.get(("length", name, "avg+vae"))
+        generator = (
+            f"{_fmt(vae['val_similarity'])} | {_fmt(vae['dcr_ratio'], 2)} | {vae['seconds'][0]:.0f}"
+            if vae
+            else "– | – | –"
+        )
+        lines.append(
+            f"| {name} | {_mb(present[0]['upload'])} | {_mb(present[0]['upload_stats'])} | "
+            + " | ".join(_fmt(r["top1"]) if r else "–" for r in row)
+            + f" | {generator} |"
+        )
+    return lines
+
+
+def paired(summary: dict, table: str, setting: str, a: str, b: str) -> tuple[float, float, int, int, int] | None:
+    """Mean and std of the per-seed top-1 difference a - b, in how many seeds a > b and a < b."""
+    sa, sb = cell_summary(summary, table, setting, a), cell_summary(summary, table, setting, b)
+    if sa is None or sb is None:
+        return None
+    seeds = sorted(set(sa["per_seed_top1"]) & set(sb["per_seed_top1"]))
+    if not seeds:
+        return None
+    diffs = np.array([sa["per_seed_top1"][s] - sb["per_seed_top1"][s] for s in seeds])
+    return float(diffs.mean()), float(diffs.std()), int((diffs > 0).sum()), int((diffs < 0).sum()), len(seeds)
+
+
+def findings(summary: dict) -> list[str]:
+    """Plain statements computed from the tables (paired over seeds), so none lacks a row."""
+    lines = []
+
+    def say(table: str, setting: str, a: str, b: str, what: str) -> None:
+        p = paired(summary, table, setting, a, b)
+        if p is None:
+            return
+        mean, std, wins, losses, n = p
+        if n < 3:
+            verdict = f"{n} seed(s): too few to tell"
+        elif wins == n:
+            verdict = "better"
+        elif losses == n:
+            verdict = "worse"
+        else:
+            verdict = "not consistently different"
+        lines.append(
+            f"- {what} ({setting}): `{a}` − `{b}` = {mean:+.3f} ± {std:.3f} top-1; `{a}` higher in {wins}, lower in "
+            f"{losses} of {n} seeds → **{verdict}**."
+        )
+
+    say("methods", MAIN_SETTING, "avg", "none", "Federating at all")
+    say("methods", MAIN_SETTING, "avg+ft", "avg", "Server fine-tuning on the class means")
+    say("methods", MAIN_SETTING, "avg+vae", "avg", "The full server step (VAE + fine-tuning)")
+    say("methods", MAIN_SETTING, "avg+vae", "avg+ft", "What the generator's samples add to the fine-tuning")
+    for variant in ("avg+vae-uncond", "avg+gan", "avg+gaussian", "kd"):
+        say("methods", MAIN_SETTING, variant, "avg+vae", f"`{variant}` against the conditioned VAE")
+    for setting in SETTINGS:
+        say("noniid", setting, "avg+vae", "avg", "Server step under this skew")
+        say("noniid", setting, "avg+vae", "avg+ft", "Generator samples under this skew")
+    for length in LENGTHS:
+        name = "full" if length is None else f"L={length}"
+        say("length", name, "avg+vae", "avg+ft", "Generator samples at this statistics length")
+    return lines
+
+
+def _axes(width: float):
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, 4.0))
+
+
+def _save(fig, ax, path: Path, drawn: bool, **legend) -> bool:
+    """Write the figure if anything was drawn; always release it."""
+    import matplotlib.pyplot as plt
+
+    if drawn:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, **legend)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn
+
+
+def plot_curves(summary: dict, path: Path, table: str, setting: str, methods: Iterable[str], title: str) -> bool:
+    """Top-1 per round, mean over seeds with a +-std band, one line per method."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = _axes(7.6)
+    drawn = False
+    for method in methods:
+        s = cell_summary(summary, table, setting, method)
+        if s is None or not s["curves"]:
+            continue
+        rounds = [r for r, _ in s["curves"][0]]
+        values = np.array([[v for _, v in curve] for curve in s["curves"]], dtype=float)
+        mean, std = values.mean(0), values.std(0)
+        ax.plot(rounds, mean, marker="o", label=method)
+        ax.fill_between(rounds, mean - std, mean + std, alpha=0.15)
+        drawn = True
+    ax.set_xlabel("round")
+    ax.set_ylabel("test retrieval top-1 (nodes' own test splits)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(title)
+    return _save(fig, ax, path, drawn, loc="center left", bbox_to_anchor=(1.01, 0.5))
+
+
+def plot_length(summary: dict, path: Path) -> bool:
+    """Top-1 against the bytes of statistics a node uploads per round, one line per method."""
+    fig, ax = _axes(6.4)
+    drawn = False
+    for method in LENGTH_METHODS:
+        points = []
+        for length in LENGTHS:
+            name = "full" if length is None else f"L={length}"
+            s = summary.get(("length", name, method))
+            if s is not None:
+                points.append((s["upload_stats"][0] / 1e6, *s["top1"], name))
+        if not points:
+            continue
+        x, mean, std, names = zip(*points, strict=True)
+        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=method)
+        if not drawn:
+            for xi, yi, label in zip(x, mean, names, strict=True):
+                ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, -12), fontsize=8)
+        drawn = True
+    ax.set_xscale("log")
+    ax.set_xlabel("statistics uploaded per node and round (MB, log scale)")
+    ax.set_ylabel("test retrieval top-1 (federation test set)")
+    ax.set_title("Statistics length L: quality against upload")
+    return _save(fig, ax, path, drawn)
+
+
+GENERATED_START, GENERATED_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
+
+
+def report(results: list[dict], out: Path, command: str, ran_now: tuple[int, float, int], settings_note: str) -> str:
+    """The generated part of the results document (tables, plots, findings). ``ran_now``: the
+    cells this invocation ran, its wall time and its number of workers."""
+    summary = summarise(results)
+    figures = out.parent / "results"
+    cells_now, wall, workers = ran_now
+    total = sum(r["seconds"] for r in results)
+    timing = f"{len(results)} federations, {total / 60:.1f} min of federation run time in all"
+    if cells_now:
+        timing += f"; this invocation ran {cells_now} of them in {wall / 60:.1f} min, {workers} at a time"
+    lines = [
+        GENERATED_START,
+        f"_Generated by `{command}` on {time.strftime('%Y-%m-%d')} ({os.cpu_count()} CPU cores, "
+        f"{platform.machine()}): {timing}. {settings_note}_",
+        "",
+    ]
+    if any(k[0] == "methods" for k in summary):
+        lines += [f"### Methods ({MAIN_SETTING}, mean ± std over seeds)", "", *methods_table(summary), ""]
+        if plot_curves(summary, figures / "methods.png", "methods", MAIN_SETTING, METHODS, f"Methods, {MAIN_SETTING}"):
+            lines += [f"![top-1 per round, every method]({figures.name}/methods.png)", ""]
+    if any(k[0] == "noniid" for k in summary):
+        lines += ["### Label skew (top-1 on the federation's test set)", "", *noniid_table(summary), ""]
+        for setting in SETTINGS:
+            name = re.sub(r"[^a-z0-9]+", "_", setting.lower()).strip("_")
+            if plot_curves(summary, figures / f"noniid_{name}.png", "noniid", setting, NON_IID_METHODS, setting):
+                lines.append(f"![{setting}]({figures.name}/noniid_{name}.png)")
+        lines.append("")
+    if any(k[0] == "length" for k in summary):
+        lines += ["### Statistics length L against upload", "", *length_table(summary), ""]
+        if plot_length(summary, figures / "length.png"):
+            lines += [f"![top-1 against the statistics' upload]({figures.name}/length.png)", ""]
+    found = findings(summary)
+    if found:
+        lines += ["### What the numbers say (paired over seeds)", "", *found, ""]
+    lines.append(GENERATED_END)
+    return "\n".join(lines)
+
+
+def write_document(out: Path, generated: str) -> None:
+    """Replace the generated block of ``out`` (hand-written text around it is kept)."""
+    if out.exists() and GENERATED_START in out.read_text():
+        text = out.read_text()
+        before, rest = text.split(GENERATED_START, 1)
+        after = rest.split(GENERATED_END, 1)[1] if GENERATED_END in rest else ""
+        out.write_text(before + generated + after)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("# Results\n\n" + generated + "\n")
+
+
+# ---- main -------------------------------------------------------------------------------------
+
+
+def full_token_count(config_file: str, overrides: str) -> int:
+    from feda2v_flwr.config import load_config
+    from feda2v_flwr.encoders import build_audio_encoder
+
+    config = load_config(config_file, _join(overrides, LONG_SEQUENCE))
+    encoder = build_audio_encoder(config, device="cpu")
+    silence = np.zeros(int(config.data.clip_seconds * config.data.sample_rate), dtype=np.float32)
+    return int(encoder.encode([silence]).shape[1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/default.json")
+    parser.add_argument("--overrides", default="", help="applied to every cell, e.g. 'federation.global_rounds=3'")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--tables", nargs="+", default=["methods", "noniid", "length"], choices=["methods", "noniid", "length"]
+    )
+    parser.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
+    parser.add_argument("--output-dir", default="outputs/ablation")
+    parser.add_argument("--out", default="docs/RESULTS.md")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 2 rounds, tiny sizes: a smoke test of the runner")
+    args = parser.parse_args(argv)
+
+    base = args.overrides
+    seeds = args.seeds
+    if args.quick:
+        seeds = seeds[:1]
+        base = _join(QUICK, base)
+    output_dir = Path(args.output_dir).resolve()
+    (output_dir / "cells").mkdir(parents=True, exist_ok=True)
+    full = full_token_count(args.config, base)
+    cells = grid(seeds, args.tables, full)
+    command = "python experiments/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(
+        f"{len(cells)} federations ({len(seeds)} seeds), {args.workers} at a time; cells in {output_dir / 'cells'}",
+        flush=True,
+    )
+
+    results, todo = [], []
+    for cell in cells:
+        done = output_dir / "cells" / f"{cell.key}.json"
+        if done.exists():
+            results.append(json.loads(done.read_text()))
+        else:
+            todo.append(cell)
+    if len(results):
+        print(f"{len(results)} cells already done (kept from an earlier run)", flush=True)
+    todo.sort(key=lambda c: -COST.get(c.method, 35))  # longest first: less idle time at the end
+    start = time.perf_counter()
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: no state shared between cells
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=context, initializer=_worker_init) as pool:
+        futures = {pool.submit(run_cell, cell, args.config, base, str(output_dir)): cell for cell in todo}
+        for number, future in enumerate(as_completed(futures), start=1):
+            cell = futures[future]
+            result = future.result()
+            (output_dir / "cells" / f"{cell.key}.json").write_text(json.dumps(result, indent=1))
+            results.append(result)
+            elapsed = time.perf_counter() - start
+            print(
+                f"[{number}/{len(todo)}] {cell.table:7s} {cell.setting:15s} {cell.method:15s} seed {cell.seed}: "
+                f"top-1 {result['federation_test']['retrieval_top1']:.3f} in {result['seconds']:.0f} s "
+                f"(elapsed {elapsed / 60:.1f} min)",
+                flush=True,
+            )
+    wall = time.perf_counter() - start
+    note = (
+        f"Settings: `{args.config}`"
+        + (f" with `{base}`" if base else "")
+        + f"; the length table's encoder: `{LONG_SEQUENCE}` ({full} tokens)."
+    )
+    generated = report(results, Path(args.out), command.strip(), (len(todo), wall, args.workers), note)
+    write_document(Path(args.out), generated)
+    (output_dir / "summary.json").write_text(
+        json.dumps({"|".join(k): v for k, v in summarise(results).items()}, indent=1, default=float)
+    )
+    print(f"Wrote {args.out}", flush=True)
+
+
+# Tiny sizes for --quick (and the test): every method's row, in seconds rather than minutes.
+QUICK = (
+    "federation.global_rounds=2; federation.local_epochs=1; data.clips_per_class=6; "
+    "feda2v.generator_training_epochs=1; feda2v.global_model_train_epochs=1; feda2v.kd_training_epochs=1; "
+    "feda2v.adapter_width=32; feda2v.generator_hidden_dim=32; feda2v.generator_latent_dim=8; "
+    "feda2v.generator_token_hidden_dim=16; feda2v.clip_adapter_hidden_dims=[32]; feda2v.t5_adapter_hidden_dims=[32]"
+)
+
+
+if __name__ == "__main__":
+    main()

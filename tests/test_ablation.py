@@ -1,0 +1,106 @@
+"""The ablation runner (experiments/ablation.py) and the in-process federation it drives."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_config
+from feda2v_flwr.client_app import STATE_KEY
+from feda2v_flwr.config import load_config
+from feda2v_flwr.inprocess import run_in_process
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT / "experiments"))
+import ablation  # noqa: E402
+
+
+def test_in_process_run_goes_through_flowers_rounds_and_keeps_node_state(tmp_path, cache_dir):
+    config = tiny_config(data={"cache_dir": str(cache_dir)}, feda2v={"adapter_aggregation_mode": "none"})
+    run = run_in_process(config, tmp_path / "run")
+    phases = [json.loads(line)["phase"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert phases.count("fit") == 2 and phases.count("evaluate") == 2
+    assert [r for r, _ in run.history.losses_distributed] == [1, 2]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["round"] == 2 and 0 <= summary["evaluation"]["test_retrieval_top1"] <= 1
+    # standalone nodes keep their own adapters between rounds, as the simulation's node state does
+    assert all(STATE_KEY in client.state for client in run.clients.values())
+
+
+def test_grid_covers_every_method_setting_and_length():
+    cells = ablation.grid([0, 1, 2], ["methods", "noniid", "length"], full_length=79)
+    methods = {c.method for c in cells if c.table == "methods"}
+    assert methods == set(ablation.METHODS) >= {"none", "avg", "avg+vae", "kd", "avg+vae-uncond", "avg+gan"}
+    assert {c.setting for c in cells if c.table == "noniid"} == set(ablation.SETTINGS) - {ablation.MAIN_SETTING}
+    assert {c.setting for c in cells if c.table == "length"} == {"L=4", "L=16", "L=64", "full"}
+    assert len({c.key for c in cells}) == len(cells)  # every cell has its own result file
+    assert all(len([c for c in cells if c.seed == s]) == len(cells) // 3 for s in (0, 1, 2))
+    full = next(c for c in cells if c.table == "length" and c.setting == "full")
+    assert "statistics_sequence_length=null" in full.overrides
+    assert "generator_output_sequence_length=79" in full.overrides
+
+
+@pytest.mark.parametrize("config_file", ["configs/default.json", "configs/esc50_ablation.json"])
+def test_every_cell_is_a_valid_config(config_file):
+    for cell in ablation.grid([0], ["methods", "noniid", "length"], full_length=1214):
+        load_config(config_file, f"{cell.overrides}; training.seed=1; data.partition_seed=1")
+
+
+def test_paired_findings_need_three_seeds_and_follow_the_numbers():
+    summary = {
+        ("methods", ablation.MAIN_SETTING, "avg"): {"per_seed_top1": {0: 0.5, 1: 0.6, 2: 0.55}},
+        ("methods", ablation.MAIN_SETTING, "avg+vae"): {"per_seed_top1": {0: 0.7, 1: 0.8, 2: 0.5}},
+        ("methods", ablation.MAIN_SETTING, "avg+ft"): {"per_seed_top1": {0: 0.6, 1: 0.7}},
+        ("methods", ablation.MAIN_SETTING, "kd"): {"per_seed_top1": {0: 0.7, 1: 0.7, 2: 0.4}},  # a tie, two losses
+    }
+    mean, std, wins, losses, n = ablation.paired(summary, "methods", ablation.MAIN_SETTING, "avg+vae", "avg")
+    assert (round(mean, 4), wins, losses, n) == (round((0.2 + 0.2 - 0.05) / 3, 4), 2, 1, 3)
+    lines = "\n".join(ablation.findings(summary))
+    assert "`avg+vae` − `avg` = +0.117" in lines and "not consistently different" in lines
+    assert "2 seed(s): too few to tell" in lines  # avg+vae vs avg+ft share two seeds only
+    kd = next(line for line in lines.splitlines() if "`kd` −" in line)
+    assert "higher in 0, lower in 2 of 3 seeds → **not consistently different**" in kd  # a tie is no loss
+
+
+@pytest.mark.slow
+def test_runner_writes_every_methods_row_on_a_tiny_setting(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    start, end = ablation.GENERATED_START, ablation.GENERATED_END
+    out.write_text(f"# Results\n\nHand-written intro.\n\n{start}\nold\n{end}\n\nKept.\n")
+    command = [
+        sys.executable,
+        str(PROJECT / "experiments" / "ablation.py"),
+        "--quick",
+        "--seeds",
+        "0",
+        "--workers",
+        "2",
+        "--output-dir",
+        str(tmp_path / "ablation"),
+        "--out",
+        str(out),
+        "--overrides",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = out.read_text()
+    assert text.startswith("# Results\n\nHand-written intro.") and text.rstrip().endswith("Kept.")
+    assert "\nold\n" not in text
+    for method in ablation.METHODS:
+        assert f"| `{method}` |" in text, method
+    for setting in ablation.SETTINGS:
+        assert f"| {setting} |" in text, setting
+    for length in ("L=4", "L=16", "L=64", "full"):
+        assert f"| {length} |" in text, length
+    assert (tmp_path / "results" / "methods.png").stat().st_size > 1000
+    cells = list((tmp_path / "ablation" / "cells").glob("*.json"))
+    assert len(cells) == len(ablation.grid([0], ["methods", "noniid", "length"], 79))
+    vae = json.loads((tmp_path / "ablation" / "cells" / "methods-2_classes_node-avg+vae-seed0.json").read_text())
+    assert vae["memorisation"]["dcr_ratio"] > 0 and vae["validation"]["similarity"] is not None
+    assert vae["upload"]["statistics"] > 0
+    # a second invocation finds every cell done and only rewrites the document
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and f"{len(cells)} cells already done" in again.stdout
