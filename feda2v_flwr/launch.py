@@ -159,6 +159,9 @@ def run_simulation(
         status = _wait_for_status(run_id, env)
         return status, output_dir / run_name
     finally:
+        # the simulation process (ServerApp + Ray) first: it would go on training rounds while the
+        # SuperLink shuts down (after a SIGTERM it ran two more rounds on a loaded machine)
+        _stop_leftovers(launch_id, keep=superlink.pid)
         superlink.send_signal(signal.SIGTERM)
         try:
             superlink.wait(timeout=20)
@@ -169,13 +172,14 @@ def run_simulation(
         _stop_leftovers(launch_id)
 
 
-def _stop_leftovers(launch_id: str, timeout: float = 30.0) -> None:
+def _stop_leftovers(launch_id: str, timeout: float = 30.0, keep: int | None = None) -> None:
     """After an interrupted run the SuperLink's simulation process and its Ray workers outlive
-    it: stop every process this launch started (SIGTERM, then SIGKILL after ``timeout``)."""
+    it: stop every process this launch started but ``keep`` (SIGTERM, then SIGKILL after
+    ``timeout``)."""
     mine = []
     for process in psutil.process_iter():
         try:
-            if process.pid != os.getpid() and process.environ().get("FEDA2V_LAUNCH_ID") == launch_id:
+            if process.pid not in (os.getpid(), keep) and process.environ().get("FEDA2V_LAUNCH_ID") == launch_id:
                 mine.append(process)
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue

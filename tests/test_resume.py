@@ -105,7 +105,14 @@ def test_same_seed_same_bits_other_seed_other_bits(uninterrupted, config_file, t
 
 
 def test_a_run_killed_by_sigterm_mid_round_resumes_to_the_end(config_file, tmp_path):
-    command = [sys.executable, "-m", "feda2v_flwr.launch", "--config", str(config_file)]
+    # more rounds than the other tests: tiny rounds take about a second, and on a loaded machine
+    # the shutdown after SIGTERM can take longer than two of them
+    rounds = 12
+    raw = json.loads(config_file.read_text())
+    raw["federation"]["global_rounds"] = rounds
+    long_config = tmp_path / "long.json"
+    long_config.write_text(json.dumps(raw))
+    command = [sys.executable, "-m", "feda2v_flwr.launch", "--config", str(long_config)]
     common = ["--output-dir", str(tmp_path / "outputs"), "--flwr-home", str(tmp_path / "flwr-home")]
     env = {**os.environ, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
     run_dir = tmp_path / "outputs" / "killed"
@@ -118,11 +125,11 @@ def test_a_run_killed_by_sigterm_mid_round_resumes_to_the_end(config_file, tmp_p
     assert process.wait(timeout=120) != 0
     assert not _processes_with_flwr_home(tmp_path / "flwr-home")  # SuperLink, simulation, Ray: all stopped
     latest = load_checkpoint(run_dir / "checkpoints" / "server_generator_latest.json")
-    assert latest["round"] in (2, 3)
+    assert 2 <= latest["round"] < rounds, "the kill came after the last round: nothing left to resume"
     resumed = subprocess.run([*command, *common, "--resume", str(run_dir)], cwd=PROJECT_ROOT, env=env, timeout=600)
     assert resumed.returncode == 0
-    rounds = [m["round"] for m in read_metrics(run_dir / "metrics.jsonl") if m["phase"] == "round"]
-    assert rounds == list(range(1, ROUNDS + 1))  # each round once: the unfinished one was dropped and rerun
+    done = [m["round"] for m in read_metrics(run_dir / "metrics.jsonl") if m["phase"] == "round"]
+    assert done == list(range(1, rounds + 1))  # each round once: the unfinished one was dropped and rerun
 
 
 def _processes_with_flwr_home(flwr_home) -> list[str]:
