@@ -74,6 +74,7 @@ SETTINGS: dict[str, str] = {
     "Dirichlet 1.0": "data.partitioning=dirichlet; data.dirichlet_alpha=1.0",
 }
 MAIN_SETTING = "2 classes/node"
+MEASUREMENT_VERSION = 2  # bump when what a cell measures changes: kept cells are then rerun
 NON_IID_METHODS = ("none", "avg", "avg+ft", "avg+vae")
 # Sequence length: a finer mel-patch grid gives a longer token sequence (the stand-in for AST's
 # 1214 tokens); the length-independent tokenwise VAE serves every L.
@@ -139,6 +140,25 @@ def _join(*parts: str) -> str:
 # ---- one cell ---------------------------------------------------------------------------------
 
 
+def cell_overrides(cell: Cell, base_overrides: str) -> str:
+    """Everything a cell changes in the config file: the invocation's overrides, the cell's, its
+    seed, and no W&B or checkpoints (a flat VAE with its optimizer is ~180 MB; cells are measured,
+    not resumed)."""
+    seed_overrides = f"training.seed={cell.seed}; data.partition_seed={cell.seed}"
+    fixed = "wandb.enabled=false; feda2v.generator_save_checkpoint=false"
+    return _join(base_overrides, cell.overrides, seed_overrides, fixed)
+
+
+def cell_fingerprint(cell: Cell, config_file: str, base_overrides: str) -> str:
+    """The hash of the cell's resolved config plus the measurement version: a kept result is
+    reused only when both match (another --config, --overrides or --quick reruns the cell)."""
+    from feda2v_flwr.config import load_config
+    from feda2v_flwr.config.loading import config_hash
+
+    config = load_config(config_file, cell_overrides(cell, base_overrides))
+    return f"{config_hash(config)}-m{MEASUREMENT_VERSION}"
+
+
 def run_cell(cell: Cell, config_file: str, base_overrides: str, output_dir: str) -> dict:
     """Run one federation in this process and measure it (called in a worker process)."""
     import torch
@@ -148,11 +168,7 @@ def run_cell(cell: Cell, config_file: str, base_overrides: str, output_dir: str)
 
     torch.set_num_threads(1)
     logging.getLogger("flwr").setLevel(logging.WARNING)  # Flower's per-round lines, for each of many runs
-    seed_overrides = f"training.seed={cell.seed}; data.partition_seed={cell.seed}"
-    # no W&B, no checkpoints (a flat VAE with its optimizer state is ~180 MB; runs are measured, not resumed)
-    overrides = _join(
-        base_overrides, cell.overrides, seed_overrides, "wandb.enabled=false; feda2v.generator_save_checkpoint=false"
-    )
+    overrides = cell_overrides(cell, base_overrides)
     config = load_config(config_file, overrides)
     run_dir = Path(output_dir) / "runs" / cell.key
     start = time.perf_counter()
@@ -161,6 +177,7 @@ def run_cell(cell: Cell, config_file: str, base_overrides: str, output_dir: str)
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {
         "cell": asdict(cell),
+        "fingerprint": cell_fingerprint(cell, config_file, base_overrides),
         "overrides": overrides,
         "seconds": seconds,
         "curve": [[m["round"], m.get("test_retrieval_top1")] for m in metrics if m["phase"] == "evaluate"],
@@ -184,25 +201,26 @@ def federation_test_metrics(run) -> dict[str, float]:
     splits = [task.split("test") for task in tasks]
     embeddings, labels = torch.cat([e for e, _ in splits]), torch.cat([y for _, y in splits])
     first = tasks[0]
+    global_arrays = [run.strategy.state[k] for k in run.strategy.adapter_keys]
     if run.strategy.config.feda2v.adapter_aggregation_mode == "none":
         results = []
         for client in run.clients.values():
-            local = client._saved("local_adapters")
-            if local is None:
-                continue
-            client.task._load_adapters([], local)
+            # the adapters the node uses: its own, or the initial ones if it never trained
+            client.task._load_adapters(global_arrays, client._saved("local_adapters"))
             results.append(evaluate_adapters(client.task.model, embeddings, labels, client.task.target_tensors))
         return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
-    state = run.strategy.state
-    ndarrays_to_module(first.model, [state[k] for k in run.strategy.adapter_keys])
+    ndarrays_to_module(first.model, global_arrays)
     return evaluate_adapters(first.model, embeddings, labels, first.target_tensors)
 
 
 def memorisation(run, samples_per_class: int = 32) -> dict[str, float] | None:
-    """Distance to closest record: synthetic samples to the nearest real training clip, against
-    real test clips to the nearest training clip (same class, at the statistics length). A ratio
-    far below 1 would mean the generator reproduces training clips; ``spread``: the mean distance
-    to the class's training mean, synthetic over real (below 1: less varied than real data)."""
+    """Does the generator reproduce training clips? Per class, at the statistics length: the
+    median distance from each synthetic sample to its nearest *training* clip, divided by the
+    same to its nearest *test* clip (unseen data), with as many training clips drawn as there
+    are test clips so both sets have the same chance of holding a near neighbour. About 1: the
+    samples are no closer to the clips behind the statistics than to unseen ones (whatever their
+    spread); well below 1: memorisation. ``spread``: the mean distance to the class's training
+    mean, synthetic over real (below 1: less varied than real data)."""
     import torch
 
     from feda2v_flwr.models.sequence import pool_tokens
@@ -214,19 +232,23 @@ def memorisation(run, samples_per_class: int = 32) -> dict[str, float] | None:
     tasks = [run.task(pid) for pid in sorted(run.clients)]
     index = tasks[0].class_index
     ratios, spreads = [], []
+    pick = torch.Generator().manual_seed(0)
     for name, summary in trainer.last_summaries.items():
         summary: ClassSummary
         length = summary.client_audio_means[0].shape[0]
         train = _class_rows(tasks, "train", index[name], length, pool_tokens)
         test = _class_rows(tasks, "test", index[name], length, pool_tokens)
-        if len(train) < 2 or len(test) < 1:
+        if len(train) < 2 or len(test) < 2:
             continue
         synthetic = trainer.synthetic_samples(name, summary, samples_per_class, length).cpu().flatten(1)
-        to_train = torch.cdist(synthetic, train).min(1).values
-        test_to_train = torch.cdist(test, train).min(1).values
-        ratios.append(float(to_train.median() / test_to_train.median()))
         centre = train.mean(0, keepdim=True)
         spreads.append(float(torch.cdist(synthetic, centre).mean() / torch.cdist(train, centre).mean()))
+        size = min(len(train), len(test))
+        train_subset = train[torch.randperm(len(train), generator=pick)[:size]]
+        test_subset = test[torch.randperm(len(test), generator=pick)[:size]]
+        to_train = torch.cdist(synthetic, train_subset).min(1).values
+        to_test = torch.cdist(synthetic, test_subset).min(1).values
+        ratios.append(float(to_train.median() / to_test.median()))
     if not ratios:
         return None
     return {
@@ -312,7 +334,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     array = np.asarray(values, dtype=float)
     if np.isnan(array).all():
         return (float("nan"), float("nan"))
-    return (float(np.nanmean(array)), float(np.nanstd(array)))
+    return (float(np.nanmean(array)), float(np.nanstd(array, ddof=1)) if np.isfinite(array).sum() > 1 else 0.0)
 
 
 def _fmt(pair: tuple[float, float], digits: int = 3) -> str:
@@ -397,7 +419,8 @@ def paired(summary: dict, table: str, setting: str, a: str, b: str) -> tuple[flo
     if not seeds:
         return None
     diffs = np.array([sa["per_seed_top1"][s] - sb["per_seed_top1"][s] for s in seeds])
-    return float(diffs.mean()), float(diffs.std()), int((diffs > 0).sum()), int((diffs < 0).sum()), len(seeds)
+    std = float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0
+    return float(diffs.mean()), std, int((diffs > 0).sum()), int((diffs < 0).sum()), len(seeds)
 
 
 def findings(summary: dict) -> list[str]:
@@ -412,11 +435,11 @@ def findings(summary: dict) -> list[str]:
         if n < 3:
             verdict = f"{n} seed(s): too few to tell"
         elif wins == n:
-            verdict = "better"
+            verdict = "higher in every seed"
         elif losses == n:
-            verdict = "worse"
+            verdict = "lower in every seed"
         else:
-            verdict = "not consistently different"
+            verdict = "mixed across seeds"
         lines.append(
             f"- {what} ({setting}): `{a}` − `{b}` = {mean:+.3f} ± {std:.3f} top-1; `{a}` higher in {wins}, lower in "
             f"{losses} of {n} seeds → **{verdict}**."
@@ -472,7 +495,7 @@ def plot_curves(summary: dict, path: Path, table: str, setting: str, methods: It
             continue
         rounds = [r for r, _ in s["curves"][0]]
         values = np.array([[v for _, v in curve] for curve in s["curves"]], dtype=float)
-        mean, std = values.mean(0), values.std(0)
+        mean, std = values.mean(0), values.std(0, ddof=1) if len(values) > 1 else np.zeros(values.shape[1])
         ax.plot(rounds, mean, marker="o", label=method)
         ax.fill_between(rounds, mean - std, mean + std, alpha=0.15)
         drawn = True
@@ -584,8 +607,12 @@ def main(argv: list[str] | None = None) -> None:
         "--tables", nargs="+", default=["methods", "noniid", "length"], choices=["methods", "noniid", "length"]
     )
     parser.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
-    parser.add_argument("--output-dir", default="outputs/ablation")
-    parser.add_argument("--out", default="docs/RESULTS.md")
+    parser.add_argument(
+        "--output-dir", help="cells and runs (default: outputs/ablation, --quick: outputs/ablation-quick)"
+    )
+    parser.add_argument(
+        "--out", help="the results document (default: docs/RESULTS.md, --quick: <output-dir>/RESULTS.md)"
+    )
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 rounds, tiny sizes: a smoke test of the runner")
     args = parser.parse_args(argv)
 
@@ -594,7 +621,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         seeds = seeds[:1]
         base = _join(QUICK, base)
-    output_dir = Path(args.output_dir).resolve()
+    output_dir = Path(args.output_dir or ("outputs/ablation-quick" if args.quick else "outputs/ablation")).resolve()
+    out = Path(args.out or (output_dir / "RESULTS.md" if args.quick else "docs/RESULTS.md"))
     (output_dir / "cells").mkdir(parents=True, exist_ok=True)
     full = full_token_count(args.config, base)
     cells = grid(seeds, args.tables, full)
@@ -607,8 +635,9 @@ def main(argv: list[str] | None = None) -> None:
     results, todo = [], []
     for cell in cells:
         done = output_dir / "cells" / f"{cell.key}.json"
-        if done.exists():
-            results.append(json.loads(done.read_text()))
+        kept = json.loads(done.read_text()) if done.exists() else None
+        if kept is not None and kept.get("fingerprint") == cell_fingerprint(cell, args.config, base):
+            results.append(kept)
         else:
             todo.append(cell)
     if len(results):
@@ -636,12 +665,12 @@ def main(argv: list[str] | None = None) -> None:
         + (f" with `{base}`" if base else "")
         + f"; the length table's encoder: `{LONG_SEQUENCE}` ({full} tokens)."
     )
-    generated = report(results, Path(args.out), command.strip(), (len(todo), wall, args.workers), note)
-    write_document(Path(args.out), generated)
+    generated = report(results, out, command.strip(), (len(todo), wall, args.workers), note)
+    write_document(out, generated)
     (output_dir / "summary.json").write_text(
         json.dumps({"|".join(k): v for k, v in summarise(results).items()}, indent=1, default=float)
     )
-    print(f"Wrote {args.out}", flush=True)
+    print(f"Wrote {out}", flush=True)
 
 
 # Tiny sizes for --quick (and the test): every method's row, in seconds rather than minutes.

@@ -231,7 +231,8 @@ class ServerGeneratorTrainer:
             if per_class:
                 mean_loss = float(np.mean([v["loss"] for v in per_class.values()]))
                 epoch_losses.append(mean_loss)
-                report.generator_epochs.append({"epoch": distinct[0].epochs_done, "loss": mean_loss})
+                epochs_done = max(learner.epochs_done for learner in distinct)  # per class: the longest-trained
+                report.generator_epochs.append({"epoch": epochs_done, "loss": mean_loss})
                 log.info(
                     "  generator epoch %d/%d: loss %.4f (%s)",
                     epoch + 1,
@@ -252,8 +253,7 @@ class ServerGeneratorTrainer:
         """Samples of one class at the output length, resized to ``length`` tokens when given."""
         out_len = self.output_length(summary)
         if self.gaussian:
-            drawn = self._draw_from_mixture(summary, num_samples)
-            synthetic = resize_tokens(drawn, out_len, _interpolation(self.f.generator_interpolation))
+            synthetic = self._draw_from_mixture(summary, num_samples, out_len)
         else:
             synthetic = self._learner(name).sample(
                 num_samples,
@@ -270,13 +270,15 @@ class ServerGeneratorTrainer:
         """Public entry for experiments (e.g. the memorisation check): samples as the fine-tuning sees them."""
         return self._synthetic(name, summary, num_samples, length)
 
-    def _draw_from_mixture(self, summary: ClassSummary, num_samples: int) -> torch.Tensor:
-        """``num_samples`` draws of the Gaussian baseline: a client picked with probability
-        proportional to its clip count, then N(its mean, its std^2) per token and feature."""
+    def _draw_from_mixture(self, summary: ClassSummary, num_samples: int, length: int) -> torch.Tensor:
+        """``num_samples`` draws of the Gaussian baseline at ``length`` tokens: a client picked with
+        probability proportional to its clip count, then N(its mean, its std^2) per token and
+        feature (mean and std resized to ``length`` first, so resizing does not shrink the noise)."""
+        mode = _interpolation(self.f.generator_interpolation)
         weights = torch.tensor(summary.client_counts, dtype=torch.float64)
         picks = torch.multinomial(weights, num_samples, replacement=True, generator=self.rng)
-        means = torch.stack(summary.client_audio_means)[picks]
-        stds = torch.stack(summary.client_audio_stds)[picks]
+        means = resize_tokens(torch.stack(summary.client_audio_means), length, mode)[picks]
+        stds = resize_tokens(torch.stack(summary.client_audio_stds), length, mode).clamp_min(0)[picks]
         return (means + stds * torch.randn(means.shape, generator=self.rng)).to(self.device)
 
     def distill(

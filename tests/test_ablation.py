@@ -18,10 +18,20 @@ import ablation  # noqa: E402
 
 
 def test_in_process_run_goes_through_flowers_rounds_and_keeps_node_state(tmp_path, cache_dir):
-    config = tiny_config(data={"cache_dir": str(cache_dir)}, feda2v={"adapter_aggregation_mode": "none"})
+    config = tiny_config(
+        data={"cache_dir": str(cache_dir)},
+        feda2v={"adapter_aggregation_mode": "none", "clip_adapter_learning_rate": 1e-2},
+        federation={"local_epochs": 3},
+    )
     run = run_in_process(config, tmp_path / "run")
-    phases = [json.loads(line)["phase"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    phases = [m["phase"] for m in metrics]
     assert phases.count("fit") == 2 and phases.count("evaluate") == 2
+    # standalone: round 2 goes on from each node's own round-1 adapters (kept in its node state),
+    # so it starts below where round 1 started
+    fits = [m["clients"] for m in metrics if m["phase"] == "fit"]
+    for node in fits[0]:
+        assert fits[1][node]["train_loss_clip"] < 0.5 * fits[0][node]["train_loss_clip"], node  # lost state: ~0.8x
     assert [r for r, _ in run.history.losses_distributed] == [1, 2]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["round"] == 2 and 0 <= summary["evaluation"]["test_retrieval_top1"] <= 1

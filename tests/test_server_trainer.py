@@ -158,16 +158,27 @@ def test_gaussian_baseline_samples_each_class_from_its_clients_statistics():
     _, report = trainer.run_round(1, state, stats)
     assert report.generator_loss is None and report.synthetic_samples == 3 * 4  # nothing trained, samples drawn
     assert report.validation is not None and report.validation["num_classes"] == 3
+    stats["dog"][1].count = 15  # three times the clips of the first client: three times the draws
     summary = ClassSummary.merge(stats["dog"])
     samples = trainer.synthetic_samples("dog", summary, 4000)
     assert samples.shape == (4000, 7, 48)
-    # the count-weighted mixture of the two clients' N(mean, 0.1^2): mean = average of the means,
-    # and every sample lies near one of the two clients' means
-    expected = (stats["dog"][0].audio_mean + stats["dog"][1].audio_mean) / 2
-    np.testing.assert_allclose(samples.mean(0).numpy(), expected, atol=0.05)
-    nearest = torch.cdist(samples.flatten(1), torch.stack(summary.client_audio_means).flatten(1)).min(1).values
-    assert float(nearest.max()) < 0.1 * (7 * 48) ** 0.5 * 1.5
+    # each sample comes from one client's N(mean, 0.1^2): it lies near that client's mean, the
+    # clients are drawn 1:3, and each client's draws average to its mean with its std
+    distances = torch.cdist(samples.flatten(1), torch.stack(summary.client_audio_means).flatten(1))
+    owner = distances.argmin(1)
+    assert float(distances.min(1).values.max()) < 0.1 * (7 * 48) ** 0.5 * 1.5
+    assert 0.70 < float(owner.float().mean()) < 0.80
+    for client in (0, 1):
+        mine = samples[owner == client]
+        np.testing.assert_allclose(mine.mean(0).numpy(), stats["dog"][client].audio_mean, atol=0.03)
+        assert abs(float(mine.std(0).mean()) - 0.1) < 0.01
     assert trainer.state_dict()["generator_class"] is None  # nothing to save
+    longer, _ = _trainer(generator_type="gaussian", generator_output_sequence_length=19)
+    one_client = ClassSummary.merge(stats["dog"][:1])
+    resized = longer.synthetic_samples("dog", one_client, 4000)
+    assert resized.shape == (4000, 19, 48)
+    per_token_std = resized.std(0).mean(1)  # every token, the interpolated ones too, keeps std 0.1
+    assert float((per_token_std - 0.1).abs().max()) < 0.01
 
 
 def test_unconditioned_server_generators_are_one_per_class_and_round_trip():
