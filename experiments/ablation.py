@@ -675,7 +675,7 @@ def main(argv: list[str] | None = None) -> None:
 
 # Tiny sizes for --quick (and the test): every method's row, in seconds rather than minutes.
 QUICK = (
-    "federation.global_rounds=2; federation.local_epochs=1; data.clips_per_class=6; "
+    "federation.global_rounds=2; federation.local_epochs=1; data.clips_per_class=10; "
     "feda2v.generator_training_epochs=1; feda2v.global_model_train_epochs=1; feda2v.kd_training_epochs=1; "
     "feda2v.adapter_width=32; feda2v.generator_hidden_dim=32; feda2v.generator_latent_dim=8; "
     "feda2v.generator_token_hidden_dim=16; feda2v.clip_adapter_hidden_dims=[32]; feda2v.t5_adapter_hidden_dims=[32]"
