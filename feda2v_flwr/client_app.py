@@ -11,7 +11,7 @@ import torch
 from flwr.app import ConfigRecord, Context, RecordDict
 from flwr.client import ClientApp, NumPyClient
 
-from feda2v_flwr.config import load_config
+from feda2v_flwr.config import ExperimentConfig, load_config
 from feda2v_flwr.logging_setup import setup_logging
 from feda2v_flwr.resume import load_client_state, save_client_state
 from feda2v_flwr.training.task import ClientTask
@@ -29,10 +29,12 @@ class FedA2VClient(NumPyClient):
 
     def _task(self, config: dict) -> ClientTask:
         cache_dir = str(self.node_config.get("cache-dir") or config["cache-dir"])
+        data_dir = str(self.node_config.get("data-dir") or "")
         key = (
             self.partition_id,
             self.num_partitions,
             cache_dir,
+            data_dir,
             self.run_config.get("config"),
             self.run_config.get("overrides"),
         )
@@ -40,6 +42,8 @@ class FedA2VClient(NumPyClient):
             experiment = load_config(
                 str(self.run_config.get("config", "configs/default.json")), str(self.run_config.get("overrides", ""))
             )
+            if data_dir:
+                experiment = with_data_root(experiment, data_dir, self.partition_id)
             torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
             _TASKS.clear()
             _TASKS[key] = ClientTask(experiment, self.partition_id, self.num_partitions, Path(cache_dir))
@@ -125,6 +129,17 @@ class FedA2VClient(NumPyClient):
             image_dir=Path(str(image_dir)) if image_dir else None,
         )
         return float(metrics.get("test_mse", 0.0)), int(metrics["test_examples"]), metrics
+
+
+def with_data_root(experiment: ExperimentConfig, data_dir: str, partition_id: int) -> ExperimentConfig:
+    """A deployment node's own dataset folder (node_config ``data-dir``) in place of ``data.root``."""
+    if experiment.data.dataset == "procedural":
+        log.warning(
+            "node %d: data-dir %s is not used: the 'procedural' dataset synthesises its clips", partition_id, data_dir
+        )
+        return experiment
+    data = experiment.data.model_copy(update={"root": data_dir})
+    return experiment.model_copy(update={"data": data})
 
 
 def client_fn(context: Context):

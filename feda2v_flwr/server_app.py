@@ -153,7 +153,7 @@ def build_strategy(
         run_dir=run_dir,
         cache_dir=cache_dir,
         checkpoint_dir=checkpoint_dir,
-        metrics_log=MetricsLog(run_dir / "metrics.jsonl"),
+        metrics_log=MetricsLog(run_dir / "metrics.jsonl", wandb=wandb_logger),
         wandb_logger=wandb_logger,
         start_round=start_round,
         last_round=min(config.federation.global_rounds, stop_after_round or config.federation.global_rounds),

@@ -38,6 +38,7 @@ from feda2v_flwr.images.drawing import decode_labels, images_due
 from feda2v_flwr.images.scoring import image_metrics
 from feda2v_flwr.payload import ClientUpdate, PayloadError, decode_update, for_transfer
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
+from feda2v_flwr.reporting.metrics import round_summary_line
 from strategies.aggregation import aggregate_adapters
 from strategies.server_trainer import RoundReport, ServerGeneratorTrainer
 
@@ -86,6 +87,8 @@ class FedA2VStrategy(FedAvg):
         self.wandb = wandb_logger
         self.num_rounds = fed.global_rounds  # the run's length: schedules and client checkpoints follow it
         self.round_offset = start_round
+        self._round_line = ""  # the round's summary, logged once its evaluation (if any) is in
+        self._phase_started: dict[tuple[str, int], float] = {}  # (phase, round) -> perf_counter when configured
         self.last_round = last_round or fed.global_rounds
         pretrained = config.feda2v.pretrained_generator_path
         self.pretrained_path = resolve_run_path(pretrained) if pretrained else None  # clients get it absolute
@@ -121,6 +124,7 @@ class FedA2VStrategy(FedAvg):
     ) -> list[tuple[ClientProxy, FitIns]]:
         server_round += self.round_offset
         pairs = super().configure_fit(server_round, self._for_transfer(parameters), client_manager)
+        self._phase_started[("fit", server_round)] = time.perf_counter()  # after waiting for the nodes
         config = self._round_config(server_round)
         participants = self.participants(server_round)
         if participants is not None:
@@ -129,6 +133,17 @@ class FedA2VStrategy(FedAvg):
         else:
             log.info("Round %d: training on %d nodes", server_round, len(pairs))
         return [(c, FitIns(ins.parameters, {**ins.config, **config})) for c, ins in pairs]
+
+    def _elapsed(self, phase: str, server_round: int) -> float | None:
+        """Wall time since this round's ``phase`` was configured: clients' work, transfers and the
+        server's own step (None when it was not configured here, e.g. strategy tests)."""
+        started = self._phase_started.pop((phase, server_round), None)
+        return None if started is None else time.perf_counter() - started
+
+    def _evaluation_due(self, server_round: int) -> bool:
+        gap = self.config.federation.eval_gap
+        due = gap > 0 and (server_round % gap == 0 or server_round in (self.num_rounds, self.last_round))
+        return due or images_due(self.config.images, server_round)
 
     def participants(self, server_round: int) -> list[int] | None:
         """Partial participation (``federation.clients_per_round``): the partition ids that train
@@ -144,11 +159,10 @@ class FedA2VStrategy(FedAvg):
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
         server_round += self.round_offset
-        gap = self.config.federation.eval_gap
-        due = gap > 0 and (server_round % gap == 0 or server_round in (self.num_rounds, self.last_round))
-        if not (due or images_due(self.config.images, server_round)):
+        if not self._evaluation_due(server_round):
             return []
         pairs = super().configure_evaluate(server_round, self._for_transfer(parameters), client_manager)
+        self._phase_started[("evaluate", server_round)] = time.perf_counter()
         return [
             (c, EvaluateIns(ins.parameters, {**ins.config, **self._round_config(server_round)})) for c, ins in pairs
         ]
@@ -171,6 +185,8 @@ class FedA2VStrategy(FedAvg):
         if (failures and not self.accept_failures) or len(updates) < min_fit:
             reason = f"{len(updates)} valid replies (need {min_fit}), {len(failures)} failures"
             log.warning("Round %d skipped: %s", server_round, reason)
+            self._round_line = ""
+            self._elapsed("fit", server_round)
             self.metrics_log.write(server_round, "skipped", reason=reason, failures=failure_reasons, dropped=dropped)
             return None, {"skipped": 1}
 
@@ -184,7 +200,7 @@ class FedA2VStrategy(FedAvg):
             self.state,
         )
         teachers = [(u.adapter_state, set(u.stats)) for u in updates] if mode == "kd" else None
-        self._log_fit(server_round, updates, dropped, failure_reasons)
+        client_losses, uploads = self._log_fit(server_round, updates, dropped, failure_reasons)
 
         class_stats: dict[str, list] = {}
         for update in updates:
@@ -206,7 +222,30 @@ class FedA2VStrategy(FedAvg):
         if report.finetune_loss is not None:
             metrics["adapter_finetuning_loss"] = report.finetune_loss
         self.summary.update(last_round=server_round, checkpoint=str(ckpt) if ckpt else self.summary.get("checkpoint"))
-        self.metrics_log.write(server_round, "round", aggregate_fit_s=time.perf_counter() - start, **metrics)
+        fit_round_s = self._elapsed("fit", server_round)
+        self.metrics_log.write(
+            server_round,
+            "round",
+            aggregate_fit_s=time.perf_counter() - start,
+            fit_round_s=fit_round_s,
+            **metrics,
+        )
+        self._round_line = round_summary_line(
+            server_round,
+            self.num_rounds,
+            ok=len(updates),
+            failed=len(failures) + len(dropped),
+            client_loss=float(np.mean(client_losses)) if client_losses else None,
+            generator_loss=report.generator_loss,
+            finetune_loss=report.finetune_loss,
+            seconds=fit_round_s if fit_round_s is not None else time.perf_counter() - start,
+            upload_bytes=float(np.mean(uploads)) if uploads else 0.0,
+        )
+        if not self._evaluation_due(server_round):
+            log.info(self._round_line)
+            self._round_line = ""
+        if server_round == self.last_round:
+            self._write_plots(embeddings=True)
         return ndarrays_to_parameters([state[k] for k in self.adapter_keys]), metrics
 
     def _decode_replies(self, results: list[tuple[ClientProxy, FitRes]]) -> tuple[list[ClientUpdate], list[dict]]:
@@ -257,7 +296,10 @@ class FedA2VStrategy(FedAvg):
         return self._owned[partition_id]
 
     # ---- logging -------------------------------------------------------------------------------
-    def _log_fit(self, server_round: int, updates: list[ClientUpdate], dropped: list, failures: list) -> None:
+    def _log_fit(
+        self, server_round: int, updates: list[ClientUpdate], dropped: list, failures: list
+    ) -> tuple[list[float], list[int]]:
+        """The round's fit record; returns (mean training loss per slot, upload bytes per node)."""
         clients = {str(u.partition_id): {"num_examples": u.num_examples, **u.metrics} for u in updates}
         averaged = ("train_loss_", "generator_loss", "generator_similarity", "synthetic_retrieval_top1")
         keys = sorted({k for u in updates for k in u.metrics if k.startswith(averaged)})
@@ -274,10 +316,7 @@ class FedA2VStrategy(FedAvg):
             dropped=dropped,
             failures=failures,
         )
-        self._wandb(
-            server_round,
-            {f"clients/{k}": v for k, v in losses.items()} | {"clients/payload_bytes_mean": float(np.mean(payload))},
-        )
+        return [v for k, v in losses.items() if k.startswith("train_loss_")], payload
 
     def _log_server_step(self, server_round: int, report: RoundReport) -> None:
         if report.generator_loss is not None:
@@ -290,21 +329,14 @@ class FedA2VStrategy(FedAvg):
                 skipped_batches=report.skipped_batches,
                 seconds=report.timings.get("generator_s"),
             )
-            self._wandb(server_round, {"server/generator_loss": report.generator_loss})
         if report.kd_loss_per_slot:
             self.metrics_log.write(
                 server_round, "kd", loss_per_slot=report.kd_loss_per_slot, seconds=report.timings.get("kd_s")
             )
-            self._wandb(server_round, {f"server/kd_loss_{k}": v for k, v in report.kd_loss_per_slot.items()})
         if report.validation is not None:
             self.metrics_log.write(
                 server_round, "validation", **report.validation, seconds=report.timings.get("validation_s")
             )
-            if report.validation.get("num_classes"):
-                self._wandb(
-                    server_round,
-                    {f"server/generator_validation_{k}": report.validation[k] for k in ("similarity", "mse", "l1")},
-                )
         if report.finetune_loss is not None:
             self.metrics_log.write(
                 server_round,
@@ -314,17 +346,6 @@ class FedA2VStrategy(FedAvg):
                 synthetic_samples=report.synthetic_samples,
                 seconds=report.timings.get("finetune_s"),
             )
-            self._wandb(
-                server_round,
-                {
-                    "server/adapter_finetuning_loss": report.finetune_loss,
-                    "server/synthetic_samples_total": report.synthetic_samples,
-                },
-            )
-
-    def _wandb(self, server_round: int, metrics: dict[str, float]) -> None:
-        if self.wandb is not None:
-            self.wandb.log(server_round, metrics)
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def _checkpoint_due(self, server_round: int) -> bool:
@@ -368,12 +389,21 @@ class FedA2VStrategy(FedAvg):
     ) -> tuple[float | None, dict[str, Scalar]]:
         server_round += self.round_offset
         if not results:
+            self._elapsed("evaluate", server_round)
+            if self._round_line:
+                log.info("%s | top-1 n/a (%d evaluation failures)", self._round_line, len(failures))
+                self._round_line = ""
             return None, {}
         metrics: dict[str, Scalar] = {**weighted_split_metrics([r.metrics for _, r in results])}
         metrics.update(self._image_scores(server_round, [r.metrics for _, r in results]))
         loss = metrics.get("test_mse")
-        self.metrics_log.write(server_round, "evaluate", **metrics, failures=len(failures))
-        self._wandb(server_round, {f"eval/{k}": v for k, v in metrics.items()})
+        self.metrics_log.write(
+            server_round,
+            "evaluate",
+            **metrics,
+            failures=len(failures),
+            evaluate_round_s=self._elapsed("evaluate", server_round),
+        )
         log.info(
             "Round %d evaluation: test retrieval top-1 %.3f (clip %.3f, t5 %.3f), test MSE %.4f",
             server_round,
@@ -382,8 +412,13 @@ class FedA2VStrategy(FedAvg):
             metrics.get("test_retrieval_top1_t5", float("nan")),
             metrics.get("test_mse", float("nan")),
         )
+        if self._round_line:
+            log.info("%s | top-1 %.3f", self._round_line, metrics.get("test_retrieval_top1", float("nan")))
+            self._round_line = ""
         self.summary.update(round=server_round, evaluation=metrics)
         self.write_summary()
+        if server_round == self.last_round:
+            self._write_plots()
         if server_round == self.last_round and self.wandb is not None:
             self.wandb.finish()
         return loss, metrics
@@ -407,6 +442,23 @@ class FedA2VStrategy(FedAvg):
             scores["image_macro_f1"],
         )
         return {"image_count": len(labels), **scores}
+
+    def _write_plots(self, *, embeddings: bool = False) -> None:
+        """The run's plots (``<run>/plots``), written at the end of the last round (``embeddings``:
+        with the real vs synthetic snapshot) and again after its evaluation. A failure here is a
+        warning, not a failed run: the plots are a by-product."""
+        from feda2v_flwr.reporting.plots import EMBEDDINGS_FILE, write_run_plots  # matplotlib, only here
+
+        try:
+            snapshot = self.trainer.embedding_snapshot() if embeddings else None
+            if snapshot is not None:
+                (self.run_dir / "plots").mkdir(parents=True, exist_ok=True)
+                np.savez(self.run_dir / "plots" / EMBEDDINGS_FILE, **snapshot)
+            written = write_run_plots(self.run_dir)
+        except Exception as err:  # noqa: BLE001
+            log.warning("Plots not written: %s: %s", type(err).__name__, err)
+            return
+        log.info("Plots: %s", ", ".join(p.name for p in written))
 
     def write_summary(self) -> None:
         (self.run_dir / "summary.json").write_text(json.dumps(self.summary, indent=1, sort_keys=True))

@@ -270,6 +270,31 @@ class ServerGeneratorTrainer:
         """Public entry for experiments (e.g. the memorisation check): samples as the fine-tuning sees them."""
         return self._synthetic(name, summary, num_samples, length)
 
+    @torch.no_grad()
+    def embedding_snapshot(self, num_samples: int = 20) -> dict[str, np.ndarray] | None:
+        """The last round's classes as token-averaged audio embeddings, for plots: each client's
+        real class mean (the server never sees single clips) and ``num_samples`` synthetic
+        samples per class. None without a server generator. Leaves the sampling RNG as it was."""
+        if not self.has_generator or not self.last_summaries:
+            return None
+        rng_state = self.rng.get_state()
+        real, real_labels, synthetic, synthetic_labels = [], [], [], []
+        try:
+            for index, (name, summary) in enumerate(self.last_summaries.items()):
+                real += [mean.float().mean(dim=0) for mean in summary.client_audio_means]  # (L, D) -> (D,)
+                real_labels += [index] * len(summary.client_audio_means)
+                synthetic.append(self._synthetic(name, summary, num_samples).float().mean(dim=1).cpu())  # (n, D)
+                synthetic_labels += [index] * num_samples
+        finally:
+            self.rng.set_state(rng_state)
+        return {
+            "classes": np.array(list(self.last_summaries)),
+            "real": torch.stack(real).numpy(),
+            "real_labels": np.array(real_labels),
+            "synthetic": torch.cat(synthetic).numpy(),
+            "synthetic_labels": np.array(synthetic_labels),
+        }
+
     def _draw_from_mixture(self, summary: ClassSummary, num_samples: int, length: int) -> torch.Tensor:
         """``num_samples`` draws of the Gaussian baseline at ``length`` tokens: a client picked with
         probability proportional to its clip count, then N(its mean, its std^2) per token and

@@ -25,6 +25,7 @@ from feda2v_flwr.config import ExperimentConfig, validate_config
 from feda2v_flwr.launch import run_simulation
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")  # runs whose config does not name a W&B mode log nothing
 
 TINY = {
     "feda2v": {
@@ -167,5 +168,6 @@ def simulate(tmp_path: Path, config, name: str, overrides: str = "", **options) 
         output_dir=tmp_path / "outputs",
         flwr_home=tmp_path / "flwr-home",
         stream=False,
+        timeout=options.pop("timeout", 1200.0),
         **options,
     )

@@ -49,8 +49,17 @@ def test_simulation_completes_and_learns(tmp_path, cache_dir):
     resolved = json.loads((run_dir / "config.json").read_text())
     assert resolved["federation"]["global_rounds"] == 3
     assert resolved["feda2v"]["prompt_template"] == 'a "clear" photo of {label}'
-    assert list((run_dir / "wandb").glob("offline-run-*"))
     assert json.loads((run_dir / "summary.json").read_text())["round"] == 3
+    plots = {p.name for p in (run_dir / "plots").glob("*.png")}
+    assert plots == {"losses.png", "evaluation.png", "generator_validation.png", "embeddings_pca.png"}
+    # W&B (offline) got every number of metrics.jsonl, under the same names: <phase>/<key>
+    (history,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    logged = history.read_bytes()
+    names = {f"{m['phase']}/{key}" for m in metrics for key, value in m.items() if isinstance(value, int | float)}
+    names -= {f"{m['phase']}/round" for m in metrics}
+    assert {"evaluate/test_retrieval_top1", "round/generator_loss", "validation/similarity"} <= names
+    assert [name for name in sorted(names) if name.encode() not in logged] == []
+    assert b"fit/client_loss_mean/train_loss_clip" in logged
 
 
 def test_a_failing_server_is_reported_as_failed(tmp_path, cache_dir):

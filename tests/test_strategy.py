@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import ConfigRecord, RecordDict
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.client_manager import SimpleClientManager
 
 from conftest import FakeClientProxy, tiny_config
@@ -212,3 +212,30 @@ def test_an_unknown_selected_class_fails_on_the_server_before_training(tmp_path,
     config = tiny_config(nodes={"1": {"selected_classes": ["dog", "unicorn"]}}, data={"cache_dir": str(cache_dir)})
     with pytest.raises(ConfigError, match="Node 1: selected_classes lists 'unicorn'"):
         build_strategy(config, tmp_path / "run")
+
+
+def test_each_round_logs_one_summary_line(tmp_path, cache_dir, caplog):
+    config = tiny_config(federation={"eval_gap": 0}, data={"cache_dir": str(cache_dir)})
+    strategy = build_strategy(config, tmp_path / "summary")  # no evaluation: the line comes with aggregate_fit
+    with caplog.at_level("INFO", logger="strategies.feda2v"):
+        strategy.aggregate_fit(1, _replies(strategy, cache_dir), [RuntimeError("node 3 crashed")])
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Round 1/")]
+    fields = line.split(" | ")
+    assert fields[:2] == ["Round 1/2", "2 ok, 1 failed"]
+    (fit,) = [m for m in read_metrics(tmp_path / "summary" / "metrics.jsonl") if m["phase"] == "fit"]
+    (step,) = [m for m in read_metrics(tmp_path / "summary" / "metrics.jsonl") if m["phase"] == "round"]
+    assert fields[2] == f"client loss {np.mean(list(fit['client_loss_mean'].values())):.3f}"
+    assert fields[3] == f"generator {step['generator_loss']:.3f}"
+    assert fields[4] == f"fine-tune {step['adapter_finetuning_loss']:.3f}"
+    assert fields[-1] == f"up {np.mean(fit['payload_bytes_per_client']) / 1e6:.1f} MB/node"
+
+
+def test_the_summary_line_waits_for_the_rounds_evaluation(tmp_path, cache_dir, caplog):
+    strategy = _strategy(tmp_path, cache_dir, name="summary-eval")
+    with caplog.at_level("INFO", logger="strategies.feda2v"):
+        strategy.aggregate_fit(1, _replies(strategy, cache_dir), [])
+        assert not [r for r in caplog.records if r.getMessage().startswith("Round 1/")]
+        result = EvaluateRes(Status(Code.OK, "ok"), 0.5, 4, {"test_examples": 4, "test_retrieval_top1": 0.75})
+        strategy.aggregate_evaluate(1, [(FakeClientProxy("0"), result)], [])
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Round 1/")]
+    assert line.endswith("| top-1 0.750")

@@ -1,0 +1,1 @@
+"""Multi-machine deployment: certificates, Flower commands, the ``feda2v-deploy`` CLI."""
