@@ -10,7 +10,6 @@ the simulation's node state does. Only the transport differs: a proxy calls the 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +38,6 @@ from feda2v_flwr.server_app import build_strategy
 from feda2v_flwr.training.task import ClientTask
 from strategies.feda2v import FedA2VStrategy
 
-log = logging.getLogger(__name__)
-
 
 class _NodeClient(FedA2VClient):
     """A FedA2VClient that holds its own ``ClientTask`` (the Ray actors' cache keeps one)."""
@@ -62,7 +59,6 @@ class InProcessClientProxy(ClientProxy):
 
     def __init__(self, cid: str, client: FedA2VClient):
         super().__init__(cid)
-        self.numpy_client = client
         self.client = client.to_client()
 
     def fit(self, ins: FitIns, timeout: float | None, group_id: int | None) -> FitRes:

@@ -50,13 +50,22 @@ def server_classes(config: ExperimentConfig) -> list[str]:
         return list(dict.fromkeys(named))
 
 
-def check_node_classes(config: ExperimentConfig) -> None:
-    """Every node's class choice (``selected_classes`` / ``excluded_classes``, round robin),
-    checked on the server before any training: an unknown class fails here, naming the node,
-    not later in that node's fit. Skipped when the server has no copy of the data."""
-    if config.data.partitioning != "by_class":
+def check_node_classes(config: ExperimentConfig, classes: list[str]) -> None:
+    """Every node's class choice (``selected_classes`` / ``excluded_classes``, round robin) and
+    the k-classes-per-node arithmetic, checked on the server before any training: a mistake fails
+    here, naming the node, not in every node's fit round after round. The class choices are
+    skipped when the server has no copy of the data."""
+    data, num_clients = config.data, config.federation.num_clients
+    if data.partitioning == "classes_per_node":
+        k = data.classes_per_node
+        if k > len(classes) or num_clients * k < len(classes):
+            raise ConfigError(
+                f"data.classes_per_node = {k} with {num_clients} nodes cannot cover the {len(classes)} classes "
+                "(it needs classes_per_node <= classes <= nodes x classes_per_node): raise classes_per_node "
+                "or the number of nodes"
+            )
+    if data.partitioning != "by_class":
         return  # the nodes draw clip-level partitions themselves
-    num_clients = config.federation.num_clients
     try:
         for partition_id in range(num_clients):
             partition_classes(config, partition_id, num_clients)
@@ -86,7 +95,7 @@ def build_strategy(
     if config.images.every_rounds:
         import_diffusers()  # the nodes draw pictures: fail here, before any training, if the extra is missing
     classes = server_classes(config)
-    check_node_classes(config)
+    check_node_classes(config, classes)
     slots = target_slots(f)
     load_text_targets(f, classes, cache_dir)  # warm the cache for the nodes
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from feda2v_flwr.training.optim import adamw
+
 
 @torch.no_grad()
 def teacher_targets(
@@ -50,7 +52,7 @@ def distill_adapters(
     classes = sorted(targets)
     inputs = torch.cat([synthetic[c] for c in classes])
     stacked = {slot: torch.cat([targets[c][slot] for c in classes]) for slot in student}
-    optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate)
+    optimizer = adamw(student.parameters(), lr=learning_rate)
     student.train()
     last: dict[str, float] = {}
     for _ in range(epochs):

@@ -27,6 +27,7 @@ from feda2v_flwr.training.generator_learner import (
     GeneratorMismatchError,
     condition_slots_for,
 )
+from feda2v_flwr.training.optim import adamw
 from feda2v_flwr.training.statistics import ClassStats
 from strategies.distillation import distill_adapters, teacher_targets
 
@@ -115,7 +116,7 @@ class ServerGeneratorTrainer:
         self.f = config.feda2v
         self.device = device
         self.adapters = adapters.to(device)
-        self.finetune_optimizer = torch.optim.AdamW(adapters.parameters(), lr=self.f.global_model_train_learning_rate)
+        self.finetune_optimizer = adamw(self.adapters.parameters(), lr=self.f.global_model_train_learning_rate)
         self.learner: GeneratorLearner | None = None  # the conditioned generator
         self.class_learners: dict[str, GeneratorLearner] = {}  # generator_conditioning "none"
         self.gaussian = self.f.generator_type == "gaussian"

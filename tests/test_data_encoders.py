@@ -55,6 +55,18 @@ def test_embedding_cache_encodes_each_clip_once(config, tmp_path):
     assert other.directory != cache.directory  # settings that change the output change the key
 
 
+def test_encoding_reports_progress_as_log_lines(config, tmp_path, caplog):
+    clips = load_partition(config, 0, 2).splits["train"]
+    cache = EmbeddingCache(tmp_path, build_audio_encoder(config), batch_size=4)
+    with caplog.at_level("INFO", logger="feda2v_flwr.encoders.cache"):
+        cache.embed(clips)
+        cache.embed(clips)  # all cached: no progress lines
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0].startswith(f"Encoding {len(clips)} of {len(clips)} clips")
+    assert messages[-1].startswith(f"Encoded {len(clips)} clips in ") and messages[-1].endswith(" clips/s)")
+    assert len([m for m in messages if m.startswith("Encoded ")]) == 1
+
+
 def test_cls_only_is_sliced_after_the_full_sequence_is_cached(cache_dir):
     full = ClientTask(tiny_config(), 0, 2, cache_dir).split("train")[0]
     cls_only = ClientTask(tiny_config(feda2v={"use_cls_token_only": True}), 0, 2, cache_dir).split("train")[0]

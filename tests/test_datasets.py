@@ -441,3 +441,25 @@ def test_the_vegas_recipes_give_each_of_10_nodes_one_class_capped_at_400_clips(n
     assert (config.federation.num_clients, config.data.max_clips_per_class) == (10, 400)
     assert config.feda2v.audio_encoder == "ast" and config.feda2v.target_profile == "flux"
     assert [partition_classes(config, pid, 10) for pid in range(10)] == [[c] for c in VEGAS_CLASSES]
+
+
+def test_local_partitioning_uses_each_nodes_own_folder_under_one_label_order(folder_root, tmp_path):
+    """Deployment: node 0's machine holds two classes, node 1's the other two (its data-dir)."""
+    shares = {0: FOLDER_CLASSES[:2], 1: FOLDER_CLASSES[2:]}
+    for node, classes in shares.items():
+        for name in classes:
+            (tmp_path / f"node-{node}").mkdir(exist_ok=True)
+            os.symlink(folder_root / name, tmp_path / f"node-{node}" / name)
+    named = list(reversed(FOLDER_CLASSES))  # the config's order is the label order, not the folders'
+    for node, classes in shares.items():
+        config = tiny_config(**folder(tmp_path / f"node-{node}", partitioning="local", classes=named))
+        partition = load_partition(config, node, 2)
+        assert partition.classes == [c for c in named if c in classes]
+        assert partition.federation_classes == named
+        assert {clip.class_name for clip in partition.splits["train"]} == set(classes)
+        assert sum(partition.count(split) for split in ("train", "val", "test")) == 6 * len(classes)
+    stranger = tiny_config(**folder(tmp_path / "node-0", partitioning="local", classes=named[:2]))
+    with pytest.raises(DatasetError, match="holds none of data.classes"):
+        load_partition(stranger, 0, 2)
+    with pytest.raises(ConfigError, match="needs data.classes to name every class"):
+        tiny_config(**folder(folder_root, partitioning="local", classes=None))

@@ -5,6 +5,7 @@ import torch
 
 from feda2v_flwr.encoders.text_targets import SlotSpec
 from feda2v_flwr.models import SlotAdapter, VAELoss, adapter_loss, pool_tokens, resize_tokens
+from feda2v_flwr.training.optim import adamw
 
 
 @pytest.mark.parametrize("tokens", [1, 7, 1214])
@@ -59,3 +60,24 @@ def test_vae_loss_against_hand_computed_numbers():
     assert sim.item() == pytest.approx(1.0)  # orthogonal: 1 - 0
     assert total.item() == pytest.approx(1.0 + 0.002 * 0.25 + 0.1 * 1.0)
     assert math.isfinite(total.item())
+
+
+def test_adamw_is_fused_on_cpu_floats_and_matches_the_reference_update():
+    torch.manual_seed(0)
+    start = [torch.randn(64, 32), torch.randn(32)]
+    fused_params = [torch.nn.Parameter(t.clone()) for t in start]
+    plain_params = [torch.nn.Parameter(t.clone()) for t in start]
+    fused = adamw(fused_params, lr=1e-2, weight_decay=0.01)
+    plain = torch.optim.AdamW(plain_params, lr=1e-2, weight_decay=0.01)  # the per-tensor loop
+    assert fused.param_groups[0]["fused"] is True and not plain.param_groups[0]["fused"]
+    for _ in range(5):
+        grads = [torch.randn_like(t) for t in start]
+        for params in (fused_params, plain_params):
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+        fused.step()
+        plain.step()
+    for a, b in zip(fused_params, plain_params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    doubles = adamw([torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))], lr=1e-3)
+    assert not doubles.param_groups[0]["fused"]

@@ -239,3 +239,10 @@ def test_the_summary_line_waits_for_the_rounds_evaluation(tmp_path, cache_dir, c
         strategy.aggregate_evaluate(1, [(FakeClientProxy("0"), result)], [])
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Round 1/")]
     assert line.endswith("| top-1 0.750")
+
+
+def test_classes_per_node_that_cannot_cover_the_classes_fails_before_training(tmp_path, cache_dir):
+    config = tiny_config(data={"partitioning": "classes_per_node", "classes_per_node": 1, "cache_dir": str(cache_dir)})
+    with pytest.raises(ConfigError, match="classes_per_node = 1 with 2 nodes cannot cover the 4 classes"):
+        build_strategy(config, tmp_path / "uncovered")
+    assert not (tmp_path / "uncovered" / "metrics.jsonl").exists()

@@ -239,9 +239,10 @@ class DataSettings(_Section):
     max_clips_per_class: int | None = Field(None, ge=1)
     clip_seconds: float = Field(5.0, gt=0.2)
     sample_rate: int = Field(16000, ge=4000)
-    # by_class: disjoint classes, round robin (or nodes.<id>.selected_classes); the others assign
-    # clips with flwr-datasets' partitioners (IID, Dirichlet label skew, k classes per node).
-    partitioning: Literal["by_class", "iid", "dirichlet", "classes_per_node"] = "by_class"
+    # by_class: disjoint classes, round robin (or nodes.<id>.selected_classes); iid / dirichlet /
+    # classes_per_node assign clips with flwr-datasets' partitioners; local (deployment: each
+    # machine holds its own share): a node uses every clip of data.classes found in its folder.
+    partitioning: Literal["by_class", "iid", "dirichlet", "classes_per_node", "local"] = "by_class"
     dirichlet_alpha: float = Field(0.5, gt=0)
     min_clips_per_node: int = Field(2, ge=1)  # dirichlet: redraw until every node has this many
     classes_per_node: int = Field(2, ge=1)
@@ -271,6 +272,18 @@ class DataSettings(_Section):
                 raise ValueError(
                     "max_clips_per_class caps the clips read from disk; the 'procedural' dataset synthesises "
                     "clips_per_class clips per class: set clips_per_class instead"
+                )
+        if self.partitioning == "local":
+            if self.dataset == "procedural":
+                raise ValueError(
+                    "partitioning 'local' uses the clips each node holds in its own folder; the 'procedural' "
+                    "dataset has none: set dataset to the one on disk, or choose another partitioning"
+                )
+            if not self.classes or not all(isinstance(c, str) for c in self.classes):
+                raise ValueError(
+                    "partitioning 'local' needs data.classes to name every class of the federation (names, not "
+                    "indices): each node's folder holds only some of them, and all nodes and the server must "
+                    "share one label order"
                 )
         if self.split_by == "folds":
             if self.dataset != "esc50":

@@ -77,7 +77,10 @@ def load_partition(config: ExperimentConfig, partition_id: int, num_partitions: 
     except DatasetError as err:
         raise DatasetError(f"Node {partition_id}: {err}") from None
     split_data = node_split_settings(config, partition_id)
-    if config.data.partitioning != "by_class":
+    if config.data.partitioning == "local":
+        classes = _local_classes(config, index, partition_id)
+        splits, skipped = _file_splits(classes, index.files, index, split_data, partition_id)
+    elif config.data.partitioning != "by_class":
         classes, splits, skipped = _sample_level_splits(config, index, partition_id, num_partitions, split_data)
     elif index.name == "procedural":
         classes = _partition_classes(config, index, partition_id, num_partitions)
@@ -136,6 +139,8 @@ def capped_order(class_name: str, n: int, data: DataSettings) -> list[int]:
 
 
 def _federation_classes(data: DataSettings, index: DatasetIndex) -> list[str]:
+    if data.partitioning == "local":  # each node's folder holds only some: the config names them all
+        return list(dict.fromkeys(str(c) for c in data.classes or []))
     if data.classes is None:
         return list(index.classes)
     return list(dict.fromkeys(index.resolve(ref, where="data.classes") for ref in data.classes))
@@ -212,6 +217,19 @@ def _procedural_clip(class_name: str, index: int, config: ExperimentConfig) -> C
             seconds=data.clip_seconds,
         ),
     )
+
+
+def _local_classes(config: ExperimentConfig, index: DatasetIndex, partition_id: int) -> list[str]:
+    """``partitioning: local``: the federation's classes that this node's folder holds."""
+    federation = _federation_classes(config.data, index)
+    classes = [c for c in federation if c in index.classes]
+    if not classes:
+        raise DatasetError(
+            f"Node {partition_id}: its folder ({config.data.root}) holds none of data.classes {federation} "
+            f"(it has {list(index.classes)[:10]}). Point this node's data-dir at its share of the data, or fix "
+            "the class names."
+        )
+    return classes
 
 
 def _sample_level_splits(

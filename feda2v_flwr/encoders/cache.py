@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -59,6 +60,7 @@ class EmbeddingCache:
         missing = [c for c in clips if not self._file(c).exists() and c.identity not in self.failed]
         if missing:
             log.info("Encoding %d of %d clips (the rest are cached in %s)", len(missing), len(clips), self.directory)
+        progress = EncodingProgress(len(missing))
         for start in range(0, len(missing), self.batch_size):
             batch, waves = [], []
             for clip in missing[start : start + self.batch_size]:
@@ -70,6 +72,7 @@ class EmbeddingCache:
                     self.failed.add(clip.identity)
             for clip, emb in zip(batch, self.encoder.encode(waves) if batch else [], strict=True):
                 _atomic_save(self._file(clip), emb.astype(np.float32))
+            progress.update(min(start + self.batch_size, len(missing)))
         kept = [c for c in clips if c.identity not in self.failed]
         if clips and not kept:
             raise ValueError(f"None of the {len(clips)} clips could be decoded; see the warnings above")
@@ -95,6 +98,32 @@ class EmbeddingCache:
         if clips and not rows:
             raise ValueError(f"None of the {len(clips)} clips could be read; see the warnings above")
         return np.stack(rows) if rows else np.zeros((0, 1, self.encoder.embed_dim))
+
+
+class EncodingProgress:
+    """Log lines (readable in ``flwr log``, unlike a redrawn bar): every ``every`` seconds and
+    at the end, clips done, total and rate."""
+
+    def __init__(self, total: int, every: float = 10.0):
+        self.total, self.every = total, every
+        self.start = self.last = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        now = time.perf_counter()
+        if done < self.total and now - self.last < self.every:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        if done < self.total:
+            log.info(
+                "  encoded %d/%d clips (%.1f clips/s, about %.0f s left)",
+                done,
+                self.total,
+                rate,
+                (self.total - done) / rate,
+            )
+        else:
+            log.info("Encoded %d clips in %.1f s (%.1f clips/s)", done, now - self.start, rate)
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:

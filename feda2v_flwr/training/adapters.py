@@ -13,6 +13,7 @@ from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.encoders.text_targets import SlotSpec
 from feda2v_flwr.models.adapter import build_adapters
 from feda2v_flwr.models.losses import adapter_loss
+from feda2v_flwr.training.optim import adamw
 
 GRAD_CLIP_NORM = 1.0
 
@@ -36,7 +37,7 @@ def make_optimizers(adapters: nn.ModuleDict, config: ExperimentConfig) -> dict[s
     optimizers = {}
     for slot, module in adapters.items():
         lr, weight_decay, _ = slot_hyperparameters(config, slot)
-        optimizers[slot] = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+        optimizers[slot] = adamw(module.parameters(), lr=lr, weight_decay=weight_decay)
     return optimizers
 
 

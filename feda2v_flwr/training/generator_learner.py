@@ -32,6 +32,7 @@ from feda2v_flwr.models.generators.base import draw_normal
 from feda2v_flwr.models.losses import VAELoss, gan_discriminator_loss, gan_generator_loss
 from feda2v_flwr.models.sequence import pool_tokens
 from feda2v_flwr.training.adapters import scheduled_lr
+from feda2v_flwr.training.optim import adamw
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +125,9 @@ class GeneratorLearner:
         self.model = model.to(device)
         self.discriminator = discriminator.to(device) if discriminator is not None else None
         self.learning_rate = learning_rate
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=WEIGHT_DECAY)
+        self.optimizer = adamw(self.model.parameters(), lr=learning_rate, weight_decay=WEIGHT_DECAY)
         self.discriminator_optimizer = (
-            torch.optim.AdamW(discriminator.parameters(), lr=learning_rate, weight_decay=WEIGHT_DECAY)
+            adamw(self.discriminator.parameters(), lr=learning_rate, weight_decay=WEIGHT_DECAY)
             if discriminator is not None
             else None
         )

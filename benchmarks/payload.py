@@ -1,0 +1,80 @@
+"""Payload: bytes a client uploads and downloads per round, per target profile and precision.
+
+For each profile the adapters are built as a run builds them (``build_model`` with the default
+config's widths) and one client's reply is encoded with the real ``encode_update`` (adapters +
+per-class statistics, clip counts always float32), in float32 and with
+``feda2v.transfer_dtype: float16``. Download = the global adapters in that precision.
+
+- ``minilm`` (the offline default): the default config's mel-patch tokens, MiniLM slots;
+- ``sd``: AST tokens (1214 x 768), one CLIP slot of 77 x 768 (Stable Diffusion 1.5);
+- ``flux``: AST tokens, CLIP pooled 768 + T5 17 x 4096 (FLUX.1).
+
+The text-encoder sizes for sd / flux are the models' published ones (fixed here so the
+benchmark needs no download). Usage: ``python benchmarks/payload.py [--classes-per-node 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from feda2v_flwr.config import load_config
+from feda2v_flwr.encoders import audio_embed_dim, build_audio_encoder
+from feda2v_flwr.encoders.text_targets import PROFILE_SLOTS, SlotSpec
+from feda2v_flwr.payload import encode_update, for_transfer, module_to_ndarrays
+from feda2v_flwr.training.adapters import build_model
+from feda2v_flwr.training.statistics import ClassStats
+
+AST_TOKENS, AST_DIM = 1214, 768
+PROFILES = {
+    "minilm": PROFILE_SLOTS["minilm"],
+    "sd": (SlotSpec("clip", 77, 768),),
+    "flux": (SlotSpec("clip", 1, 768), SlotSpec("t5", 17, 4096)),
+}
+
+
+def reply_bytes(profile: str, classes: int, dtype: str, statistics_length: int | None) -> tuple[int, int, int]:
+    """(upload, download, statistics part of the upload) in bytes for one client and round."""
+    config = load_config("configs/default.json", f"feda2v.target_profile={profile}")
+    slots = PROFILES[profile]
+    if profile == "minilm":
+        tokens, dim = build_audio_encoder(config).num_tokens, audio_embed_dim(config)
+    else:
+        tokens, dim = AST_TOKENS, AST_DIM
+    tokens = statistics_length or tokens
+    adapters = build_model(config, slots, dim)
+    state = dict(zip(adapters.state_dict(), module_to_ndarrays(adapters), strict=True))
+    stats = {
+        f"class_{c}": ClassStats(
+            count=40,
+            slot_means={s.name: np.zeros(s.shape, np.float32) for s in slots},
+            audio_mean=np.zeros((tokens, dim), np.float32),
+            audio_std=np.zeros((tokens, dim), np.float32),
+            val_count=4,
+            val_audio_mean=np.zeros((tokens, dim), np.float32),
+        )
+        for c in range(classes)
+    }
+    upload = sum(a.nbytes for a in encode_update(state, stats, dtype)[0])
+    adapters_only = sum(a.nbytes for a in encode_update(state, {}, dtype)[0])
+    download = sum(a.nbytes for a in for_transfer(list(state.values()), dtype))
+    return upload, download, upload - adapters_only
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--classes-per-node", type=int, default=2)
+    parser.add_argument("--statistics-length", type=int, default=None, help="tokens of the statistics (default: all)")
+    args = parser.parse_args()
+    print(f"{args.classes_per_node} classes per node; statistics at {args.statistics_length or 'full'} tokens\n")
+    print("| profile | precision | upload / client / round | of which statistics | download / client / round |")
+    print("|---|---|---|---|---|")
+    for profile in PROFILES:
+        for dtype in ("float32", "float16"):
+            up, down, stats = reply_bytes(profile, args.classes_per_node, dtype, args.statistics_length)
+            print(f"| {profile} | {dtype} | {up / 1e6:.2f} MB | {stats / 1e6:.2f} MB | {down / 1e6:.2f} MB |")
+
+
+if __name__ == "__main__":
+    main()

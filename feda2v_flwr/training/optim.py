@@ -1,0 +1,19 @@
+"""The optimizer every trainer uses: AdamW, on PyTorch's fused kernel where there is one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+FUSED_DEVICES = ("cpu", "cuda")
+FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def adamw(params: Iterable[torch.nn.Parameter], *, lr: float, weight_decay: float = 0.01) -> torch.optim.AdamW:
+    """AdamW over ``params``; fused (one kernel for all tensors) when they all live on a CPU or
+    CUDA device in a float type. The update is AdamW's; on CPU a step of the default generator
+    (16 M parameters) takes 12 ms instead of 53 ms with the per-tensor loop (docs/BENCHMARKS.md)."""
+    params = list(params)
+    fused = bool(params) and all(p.device.type in FUSED_DEVICES and p.dtype in FUSED_DTYPES for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
