@@ -2,9 +2,9 @@
 
 - Encoder cache: per round, the fit round time, the clients' data loading time and how many
   clips the audio encoder ran on (round 1 encodes every clip once; later rounds read the cache).
-- Throughput: client training samples per second (examples x local epochs / the fit's time
-  after loading, statistics included) and server generator training samples per second (draws
-  from the clients' statistics x epochs / generator seconds).
+- Throughput: client training samples per second (examples x local epochs / the adapters'
+  training time, ``train_s``) and server generator training samples per second (draws from the
+  clients' statistics x epochs / generator seconds).
 
 Usage: ``python benchmarks/cache_throughput.py [--rounds 3]``
 """
@@ -55,9 +55,7 @@ def main() -> None:
         print(f"| {r} | {rounds[r]['fit_round_s']:.1f} | {loading:.2f} | {encoded} |")
 
     epochs = config.federation.local_epochs
-    client_rates = [
-        c["num_examples"] * epochs / (c["fit_s"] - c["load_s"]) for m in fits.values() for c in m["clients"].values()
-    ]
+    client_rates = [c["num_examples"] * epochs / c["train_s"] for m in fits.values() for c in m["clients"].values()]
     draws = config.feda2v.generator_draws_per_statistic * config.feda2v.generator_training_epochs
     generator_rates = []
     for r, generator in generators.items():

@@ -3,7 +3,8 @@
 Both runs use ``configs/default.json`` (same data, seed, rounds): the clients' ``ClientTask.fit``
 / ``evaluate`` and the server's ``aggregate_fit`` (aggregation, generator training, validation,
 fine-tuning, checkpoints) / ``aggregate_evaluate``. The plain loop calls them one after the other
-in this process, with no Flower server loop, no Ray, no SuperLink and no message encoding.
+in this process, with no Flower server loop, no Ray, no SuperLink and no messages between
+processes (the replies are still packed as Flower ``Parameters``, which the strategy takes).
 
 Reported: wall time of each run, the time spent in rounds (sum of the fit and evaluation round
 times of ``metrics.jsonl``), start-up and shutdown (the rest: Ray, the SuperLink, the ServerApp

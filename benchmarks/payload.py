@@ -1,9 +1,11 @@
 """Payload: bytes a client uploads and downloads per round, per target profile and precision.
 
-For each profile the adapters are built as a run builds them (``build_model`` with the default
-config's widths) and one client's reply is encoded with the real ``encode_update`` (adapters +
-per-class statistics, clip counts always float32), in float32 and with
-``feda2v.transfer_dtype: float16``. Download = the global adapters in that precision.
+For each profile the adapters are built as a run builds them (``build_model``; minilm with the
+default config's widths, sd and flux with the shipped FLUX configs' widths, SPEC 3.3: clip
+hidden [1024, 2048], t5 hidden [1024, 2048, 2048], 8 heads) and one client's reply is encoded
+with the real ``encode_update`` (adapters + per-class statistics, clip counts always float32),
+in float32 and with ``feda2v.transfer_dtype: float16``. Download = the global adapters in that
+precision.
 
 - ``minilm`` (the offline default): the default config's mel-patch tokens, MiniLM slots;
 - ``sd``: AST tokens (1214 x 768), one CLIP slot of 77 x 768 (Stable Diffusion 1.5);
@@ -27,6 +29,10 @@ from feda2v_flwr.training.adapters import build_model
 from feda2v_flwr.training.statistics import ClassStats
 
 AST_TOKENS, AST_DIM = 1214, 768
+SPEC_WIDTHS = (
+    "feda2v.clip_adapter_hidden_dims=[1024, 2048]; feda2v.t5_adapter_hidden_dims=[1024, 2048, 2048]; "
+    "feda2v.adapter_width=256; feda2v.adapter_heads=8"
+)
 PROFILES = {
     "minilm": PROFILE_SLOTS["minilm"],
     "sd": (SlotSpec("clip", 77, 768),),
@@ -36,7 +42,10 @@ PROFILES = {
 
 def reply_bytes(profile: str, classes: int, dtype: str, statistics_length: int | None) -> tuple[int, int, int]:
     """(upload, download, statistics part of the upload) in bytes for one client and round."""
-    config = load_config("configs/default.json", f"feda2v.target_profile={profile}")
+    overrides = f"feda2v.target_profile={profile}"
+    if profile != "minilm":
+        overrides += f"; {SPEC_WIDTHS}"
+    config = load_config("configs/default.json", overrides)
     slots = PROFILES[profile]
     if profile == "minilm":
         tokens, dim = build_audio_encoder(config).num_tokens, audio_embed_dim(config)

@@ -30,13 +30,13 @@ TOKENS, DIM, CLIPS = 79, 48, 20
 
 def make_precomputed(root: Path, classes: int, seed: int = 0) -> list[str]:
     """``classes`` folders of ``CLIPS`` arrays (TOKENS, DIM): one mean per class, noise per clip."""
-    rng = np.random.default_rng(seed)
     names = [f"sound_{index:02d}" for index in range(classes)]
-    for name in names:
+    for index, name in enumerate(names):
         folder = root / name
         if folder.is_dir() and len(list(folder.glob("*.npy"))) == CLIPS:
             continue
         folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng([seed, index])  # a class's arrays depend only on (seed, class)
         mean = rng.normal(0, 1, (TOKENS, DIM)).astype(np.float32)
         for clip in range(CLIPS):
             np.save(folder / f"clip_{clip:02d}.npy", mean + rng.normal(0, 0.5, (TOKENS, DIM)).astype(np.float32))

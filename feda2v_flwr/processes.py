@@ -40,12 +40,12 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -
     deadline = time.time() + timeout
     while time.time() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"flower-superlink exited early with code {process.returncode}")
+            raise RuntimeError(f"{Path(str(process.args[0])).name} exited early with code {process.returncode}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.3)
-    raise RuntimeError(f"flower-superlink did not open port {port} within {timeout:.0f} s")
+    raise RuntimeError(f"{Path(str(process.args[0])).name} did not open port {port} within {timeout:.0f} s")
 
 
 def flower_binary(name: str) -> str:

@@ -40,10 +40,10 @@ def run_directory(run_config: dict, config_file: str) -> Path:
 def server_classes(config: ExperimentConfig) -> list[str]:
     """The federation's classes. The server needs no copy of the data when ``data.classes``
     names them all (a deployment's server machine): then they are taken as given, in that order."""
+    named = config.data.classes
     try:
-        return federation_classes(config)
+        return federation_classes(config)  # under partitioning 'local': data.classes, read nothing
     except DatasetError:
-        named = config.data.classes
         if not named or not all(isinstance(c, str) for c in named):
             raise
         log.info("No copy of the dataset on the server: the federation's classes are data.classes %s", named)
@@ -59,10 +59,10 @@ def check_node_classes(config: ExperimentConfig, classes: list[str]) -> None:
     if data.partitioning == "classes_per_node":
         k = data.classes_per_node
         if k > len(classes) or num_clients * k < len(classes):
+            change = "lower classes_per_node" if k > len(classes) else "raise classes_per_node or the number of nodes"
             raise ConfigError(
                 f"data.classes_per_node = {k} with {num_clients} nodes cannot cover the {len(classes)} classes "
-                "(it needs classes_per_node <= classes <= nodes x classes_per_node): raise classes_per_node "
-                "or the number of nodes"
+                f"(it needs classes_per_node <= classes <= nodes x classes_per_node): {change}"
             )
     if data.partitioning != "by_class":
         return  # the nodes draw clip-level partitions themselves
@@ -142,7 +142,7 @@ def build_strategy(
         )
     if f.client_generators:  # fail before any training, not in every client's fit
         pretrained = resolve_run_path(f.pretrained_generator_path) if f.pretrained_generator_path else None
-        check_client_generator_setup(config, pretrained)
+        check_client_generator_setup(config, pretrained, classes)
 
     checkpoint_dir = Path(f.generator_checkpoint_dir)
     checkpoint_dir = checkpoint_dir if checkpoint_dir.is_absolute() else run_dir / checkpoint_dir

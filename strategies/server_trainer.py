@@ -27,7 +27,7 @@ from feda2v_flwr.training.generator_learner import (
     GeneratorMismatchError,
     condition_slots_for,
 )
-from feda2v_flwr.training.optim import adamw
+from feda2v_flwr.training.optim import adamw, load_optimizer_state
 from feda2v_flwr.training.statistics import ClassStats
 from strategies.distillation import distill_adapters, teacher_targets
 
@@ -456,7 +456,7 @@ class ServerGeneratorTrainer:
     def load_finetune_state(self, state: dict) -> None:
         """The fine-tuning optimizer and the server RNG of a saved server step (load them only
         together with the adapters they belong to)."""
-        self.finetune_optimizer.load_state_dict(state["finetune_optimizer_state"])
+        load_optimizer_state(self.finetune_optimizer, state["finetune_optimizer_state"])
         self.rng.set_state(state["rng_state"])
 
 

@@ -176,7 +176,7 @@ def test_a_missing_or_wrong_root_fails_saying_what_layout_is_expected(tmp_path, 
         DatasetError, match=r"Node 0: data.root .*nope is not a directory.*holds audio/\*\.wav and meta/esc50\.csv"
     ):
         load_partition(tiny_config(**esc50(tmp_path / "nope")), 0, 1)
-    with pytest.raises(ConfigError, match=r"set data.root to the folder that holds one sub-folder of .* per class"):
+    with pytest.raises(DatasetError, match=r"set data.root to the folder that holds one sub-folder of .* per class"):
         federation_classes(tiny_config(data={"dataset": "audiofolder", "classes": None}))
     (esc50_root / "meta" / "esc50.csv").rename(esc50_root / "meta" / "other.csv")
     with pytest.raises(DatasetError, match=r"esc50\.csv does not exist.*official ESC-50 release"):

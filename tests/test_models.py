@@ -5,7 +5,7 @@ import torch
 
 from feda2v_flwr.encoders.text_targets import SlotSpec
 from feda2v_flwr.models import SlotAdapter, VAELoss, adapter_loss, pool_tokens, resize_tokens
-from feda2v_flwr.training.optim import adamw
+from feda2v_flwr.training.optim import adamw, load_optimizer_state
 
 
 @pytest.mark.parametrize("tokens", [1, 7, 1214])
@@ -81,3 +81,15 @@ def test_adamw_is_fused_on_cpu_floats_and_matches_the_reference_update():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     doubles = adamw([torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))], lr=1e-3)
     assert not doubles.param_groups[0]["fused"]
+
+
+def test_a_saved_state_does_not_switch_the_optimizer_off_its_fused_kernel():
+    params = [torch.nn.Parameter(torch.randn(8, 4))]
+    older = torch.optim.AdamW(params, lr=1e-3)  # saved by a run before fused AdamW
+    params[0].grad = torch.randn(8, 4)
+    older.step()
+    optimizer = adamw(params, lr=1e-3)
+    load_optimizer_state(optimizer, older.state_dict())
+    assert optimizer.param_groups[0]["fused"] is True
+    torch.testing.assert_close(optimizer.state[params[0]]["exp_avg"], older.state[params[0]]["exp_avg"])
+    optimizer.step()  # the fused kernel takes the loaded state

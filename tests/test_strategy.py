@@ -206,6 +206,13 @@ def test_a_server_without_the_data_takes_the_named_classes(tmp_path, cache_dir):
     assert build_strategy(config, tmp_path / "run").classes == ["dog", "rain"]
     with pytest.raises(DatasetError, match="only-on-the-nodes is not a directory"):
         build_strategy(tiny_config(feda2v=PLAIN, data={**data, "classes": None}), tmp_path / "unnamed")
+    # a deployment's server with no data.root at all, nodes holding their own shares
+    local = {"dataset": "audiofolder", "partitioning": "local", "cache_dir": str(cache_dir)}
+    config = tiny_config(feda2v=PLAIN, data={**local, "classes": ["rain", "dog", "siren"]})
+    assert build_strategy(config, tmp_path / "local").classes == ["rain", "dog", "siren"]
+    by_class = tiny_config(feda2v=PLAIN, data={"dataset": "audiofolder", "classes": ["dog", "rain"], **data})
+    by_class = by_class.model_copy(update={"data": by_class.data.model_copy(update={"root": None})})
+    assert build_strategy(by_class, tmp_path / "no-root").classes == ["dog", "rain"]
 
 
 def test_an_unknown_selected_class_fails_on_the_server_before_training(tmp_path, cache_dir):

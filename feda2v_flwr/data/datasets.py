@@ -137,8 +137,8 @@ def index_dataset(data: DataSettings) -> DatasetIndex:
 def dataset_root(data: DataSettings) -> Path:
     """``data.root`` made absolute (relative to the launch directory); it must be a directory."""
     layout = LAYOUTS[data.dataset]
-    if data.root is None:
-        raise ConfigError(
+    if data.root is None:  # no copy of the data on this machine (a deployment's server may have none)
+        raise DatasetError(
             f"data.dataset '{data.dataset}' reads audio files: set data.root to the folder that holds {layout}."
         )
     root = resolve_run_path(data.root)

@@ -3,6 +3,7 @@ k classes per node), at most ``max_clips_per_class`` of each, and its train / va
 
 from __future__ import annotations
 
+import difflib
 import logging
 import zlib
 from collections.abc import Callable, Sequence
@@ -58,7 +59,10 @@ class PartitionData:
 
 
 def federation_classes(config: ExperimentConfig) -> list[str]:
-    """The run's classes: ``data.classes`` (names or indices) or all of the dataset's."""
+    """The run's classes: ``data.classes`` (names or indices) or all of the dataset's; under
+    ``partitioning: local`` the names as given (no dataset is read)."""
+    if config.data.partitioning == "local":
+        return list(dict.fromkeys(str(c) for c in config.data.classes or []))
     return _federation_classes(config.data, index_dataset(config.data))
 
 
@@ -222,7 +226,16 @@ def _procedural_clip(class_name: str, index: int, config: ExperimentConfig) -> C
 def _local_classes(config: ExperimentConfig, index: DatasetIndex, partition_id: int) -> list[str]:
     """``partitioning: local``: the federation's classes that this node's folder holds."""
     federation = _federation_classes(config.data, index)
-    classes = [c for c in federation if c in index.classes]
+    present = {f.class_name for f in index.files if f.path.exists()}  # a CSV may list more than the node holds
+    classes = [c for c in federation if c in present]
+    unnamed = sorted(present - set(federation))
+    if unnamed:
+        hints = {u: difflib.get_close_matches(u, federation, n=1) for u in unnamed}
+        log.warning(
+            "Node %d: its folder has classes that data.classes does not name, left out: %s",
+            partition_id,
+            ", ".join(f"{u} (did you mean '{h[0]}'?)" if h else u for u, h in hints.items()),
+        )
     if not classes:
         raise DatasetError(
             f"Node {partition_id}: its folder ({config.data.root}) holds none of data.classes {federation} "

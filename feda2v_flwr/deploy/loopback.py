@@ -87,7 +87,7 @@ class LoopbackDeployment:
         self._log_files.append(log_file)
         env = self.env()
         if node:
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.nodes))
+            env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // self.nodes))
         return subprocess.Popen(
             [flower_binary(command[0]), *command[1:]],
             cwd=self.workdir,

@@ -60,7 +60,7 @@ class EmbeddingCache:
         missing = [c for c in clips if not self._file(c).exists() and c.identity not in self.failed]
         if missing:
             log.info("Encoding %d of %d clips (the rest are cached in %s)", len(missing), len(clips), self.directory)
-        progress = EncodingProgress(len(missing))
+        progress, failed_before = EncodingProgress(len(missing)), len(self.failed)
         for start in range(0, len(missing), self.batch_size):
             batch, waves = [], []
             for clip in missing[start : start + self.batch_size]:
@@ -72,7 +72,7 @@ class EmbeddingCache:
                     self.failed.add(clip.identity)
             for clip, emb in zip(batch, self.encoder.encode(waves) if batch else [], strict=True):
                 _atomic_save(self._file(clip), emb.astype(np.float32))
-            progress.update(min(start + self.batch_size, len(missing)))
+            progress.update(min(start + self.batch_size, len(missing)), failed=len(self.failed) - failed_before)
         kept = [c for c in clips if c.identity not in self.failed]
         if clips and not kept:
             raise ValueError(f"None of the {len(clips)} clips could be decoded; see the warnings above")
@@ -108,7 +108,8 @@ class EncodingProgress:
         self.total, self.every = total, every
         self.start = self.last = time.perf_counter()
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, failed: int = 0) -> None:
+        """``done`` clips processed so far, ``failed`` of them unreadable."""
         now = time.perf_counter()
         if done < self.total and now - self.last < self.every:
             return
@@ -123,7 +124,8 @@ class EncodingProgress:
                 (self.total - done) / rate,
             )
         else:
-            log.info("Encoded %d clips in %.1f s (%.1f clips/s)", done, now - self.start, rate)
+            skipped = f"; {failed} unreadable, skipped" if failed else ""
+            log.info("Encoded %d clips in %.1f s (%.1f clips/s)%s", done - failed, now - self.start, rate, skipped)
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:

@@ -35,7 +35,8 @@ from torch import nn
 from feda2v_flwr.checkpoint import CheckpointError, atomic_torch_save
 from feda2v_flwr.config.loading import ConfigError, resolve_run_path
 from feda2v_flwr.config.schema import ExperimentConfig
-from feda2v_flwr.data.partition import federation_classes, partition_classes
+from feda2v_flwr.data.datasets import DatasetError
+from feda2v_flwr.data.partition import partition_classes
 from feda2v_flwr.models.sequence import pool_tokens, resize_tokens
 from feda2v_flwr.training.generator_learner import (
     GeneratorFactory,
@@ -79,11 +80,11 @@ def generator_plan(config: ExperimentConfig, partition_id: int, node_classes: li
     return plan
 
 
-def check_client_generator_setup(config: ExperimentConfig, pretrained_path: Path | None) -> None:
+def check_client_generator_setup(config: ExperimentConfig, pretrained_path: Path | None, classes: list[str]) -> None:
     """Everything about client generators that can be wrong, checked on the server before any
-    training: groups, every node's plan, and the pretrained files (readable, right type)."""
+    training: groups against the federation's ``classes``, every node's plan (when the server
+    can see which classes a node holds), and the pretrained files (readable, right type)."""
     f = config.feda2v
-    classes = federation_classes(config)
     seen: dict[str, str] = {}
     for group, members in sorted((f.generator_class_groups or {}).items()):
         for member in members:
@@ -100,8 +101,13 @@ def check_client_generator_setup(config: ExperimentConfig, pretrained_path: Path
             "generator_granularity 'per_group' needs feda2v.generator_class_groups (e.g. "
             '{"animals": ["dog", "rooster"]}) or nodes.<id>.generator_class_group; without groups use \'unified\''
         )
-    for pid in range(num_clients):
-        generator_plan(config, pid, partition_classes(config, pid, num_clients))
+    if config.data.partitioning != "local":  # under 'local' only the node knows its classes
+        try:
+            node_classes = [partition_classes(config, pid, num_clients) for pid in range(num_clients)]
+        except DatasetError:  # no copy of the data on this server: each node checks its own plan
+            node_classes = []
+        for pid, held in enumerate(node_classes):
+            generator_plan(config, pid, held)
     if pretrained_path is None:
         return
     if not pretrained_path.exists():

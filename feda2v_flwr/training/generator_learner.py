@@ -32,7 +32,7 @@ from feda2v_flwr.models.generators.base import draw_normal
 from feda2v_flwr.models.losses import VAELoss, gan_discriminator_loss, gan_generator_loss
 from feda2v_flwr.models.sequence import pool_tokens
 from feda2v_flwr.training.adapters import scheduled_lr
-from feda2v_flwr.training.optim import adamw
+from feda2v_flwr.training.optim import adamw, load_optimizer_state
 
 log = logging.getLogger(__name__)
 
@@ -287,9 +287,9 @@ class GeneratorLearner:
             beta_max=beta_max,
             device=device,
         )
-        learner.optimizer.load_state_dict(state["generator_optimizer_state"])
+        load_optimizer_state(learner.optimizer, state["generator_optimizer_state"])
         if learner.discriminator_optimizer is not None and state.get("discriminator_optimizer_state"):
-            learner.discriminator_optimizer.load_state_dict(state["discriminator_optimizer_state"])
+            load_optimizer_state(learner.discriminator_optimizer, state["discriminator_optimizer_state"])
         learner.epochs_done = int(state.get("generator_epochs", 0))
         learner._schedule_learning_rate()  # this run's schedule, not the saved learning rate
         return learner

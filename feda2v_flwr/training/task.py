@@ -31,6 +31,7 @@ from feda2v_flwr.training.adapters import (
     train_adapters,
 )
 from feda2v_flwr.training.client_generators import ClientGenerators
+from feda2v_flwr.training.optim import load_optimizer_state
 from feda2v_flwr.training.statistics import class_statistics
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class ClientTask:
         if optimizer_state:
             saved = torch.load(io.BytesIO(optimizer_state), map_location=self.device, weights_only=True)
             for slot, optimizer in optimizers.items():
-                optimizer.load_state_dict(saved[slot])
+                load_optimizer_state(optimizer, saved[slot])
         emb, labels = self.split("train")
         load_s = time.perf_counter() - start
 
