@@ -21,12 +21,13 @@ from pathlib import Path
 from feda2v_flwr.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from feda2v_flwr.config import ConfigError, load_config
 from feda2v_flwr.config.loading import PROJECT_ROOT
-from feda2v_flwr.deploy.commands import superlink_command
+from feda2v_flwr.deploy.commands import superlink_command, write_connection
 from feda2v_flwr.processes import (
     exit_on_sigterm,
     flower_binary,
     flower_env,
     free_port,
+    run_values,
     stop_marked_processes,
     submit_run,
     wait_for_port,
@@ -77,10 +78,7 @@ def run_simulation(
         env["RAY_ADDRESS"] = ray_address
     launch_id = env["FEDA2V_LAUNCH_ID"] = uuid.uuid4().hex  # marks every process this launch starts
     port = free_port()
-    (flwr_home / "config.toml").write_text(
-        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-        f'address = "127.0.0.1:{port}"\ninsecure = true\n'
-    )
+    write_connection(flwr_home, CONNECTION, f"127.0.0.1:{port}")
     log_file = open(flwr_home / "superlink.log", "ab")  # noqa: SIM115 (closed in finally)
     command = superlink_command(host="127.0.0.1", port=port, simulation=True)
     superlink = subprocess.Popen(
@@ -93,14 +91,14 @@ def run_simulation(
     )
     try:
         wait_for_port(port, superlink)
-        values = {
-            "config": config,
-            "overrides": overrides,
-            "run-name": run_name,
-            "output-dir": str(output_dir),
-            "resume": resume,
-            "stop-after-round": stop_after_round,
-        }
+        values = run_values(
+            config,
+            overrides=overrides,
+            run_name=run_name,
+            output_dir=str(output_dir),
+            resume=resume,
+            stop_after_round=stop_after_round,
+        )
         federation = (
             f"num-supernodes={experiment.federation.num_clients} "
             f"client-resources-num-cpus={num_cpus_per_client} client-resources-num-gpus={num_gpus_per_client}"

@@ -74,6 +74,26 @@ def stop_marked_processes(launch_id: str, timeout: float = 30.0, keep: int | Non
             process.kill()
 
 
+def run_values(
+    config: str,
+    *,
+    overrides: str = "",
+    run_name: str = "",
+    output_dir: str = "",
+    resume: str = "",
+    stop_after_round: int = 0,
+) -> dict:
+    """The ServerApp's run config (``[tool.flwr.app.config]`` in pyproject.toml) for one run."""
+    return {
+        "config": config,
+        "overrides": overrides,
+        "run-name": run_name,
+        "output-dir": output_dir,
+        "resume": resume,
+        "stop-after-round": stop_after_round,
+    }
+
+
 def submit_run(
     app_dir: Path, connection: str, env: dict[str, str], values: dict, *, federation_config: str = ""
 ) -> str:

@@ -16,6 +16,7 @@ from feda2v_flwr.checkpoint import find_checkpoint, load_checkpoint, saved_adapt
 from feda2v_flwr.config import ConfigError, ExperimentConfig, load_config, resolve_run_path
 from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.data.partition import federation_classes, partition_classes
+from feda2v_flwr.data.sample_partitions import check_classes_per_node
 from feda2v_flwr.devices import resolve_device
 from feda2v_flwr.encoders import audio_embed_dim, load_text_targets, target_slots
 from feda2v_flwr.images.pipelines import import_diffusers
@@ -57,13 +58,7 @@ def check_node_classes(config: ExperimentConfig, classes: list[str]) -> None:
     skipped when the server has no copy of the data."""
     data, num_clients = config.data, config.federation.num_clients
     if data.partitioning == "classes_per_node":
-        k = data.classes_per_node
-        if k > len(classes) or num_clients * k < len(classes):
-            change = "lower classes_per_node" if k > len(classes) else "raise classes_per_node or the number of nodes"
-            raise ConfigError(
-                f"data.classes_per_node = {k} with {num_clients} nodes cannot cover the {len(classes)} classes "
-                f"(it needs classes_per_node <= classes <= nodes x classes_per_node): {change}"
-            )
+        check_classes_per_node(data.classes_per_node, num_clients, len(classes))
     if data.partitioning != "by_class":
         return  # the nodes draw clip-level partitions themselves
     try:

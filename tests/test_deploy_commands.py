@@ -15,8 +15,7 @@ from conftest import tiny_config
 from feda2v_flwr.client_app import with_data_root
 from feda2v_flwr.deploy.certs import make_certificates
 from feda2v_flwr.deploy.cli import main as deploy_main
-from feda2v_flwr.deploy.cli import write_connection
-from feda2v_flwr.deploy.commands import Tls, node_config_string, superlink_command, supernode_command
+from feda2v_flwr.deploy.commands import Tls, node_config_string, superlink_command, supernode_command, write_connection
 
 
 def test_certificates_chain_to_the_ca_with_the_names_nodes_dial(tmp_path):
@@ -108,7 +107,7 @@ def test_connection_entry_is_added_beside_the_users_own(tmp_path):
         '[superlink.sim]\naddress = ":local:"\noptions.num-supernodes = 3\n'
         "options.backend.client-resources.num-cpus = 1\n"
     )
-    write_connection(tmp_path, "10.0.0.5:9091", tmp_path / "ca.crt")
+    write_connection(tmp_path, "feda2v-deploy", "10.0.0.5:9091", tmp_path / "ca.crt")
     written = tomllib.loads((tmp_path / "config.toml").read_text())["superlink"]
     assert written["default"] == "local"
     assert written["local"] == {"address": ":local:"}

@@ -43,16 +43,22 @@ def assign_samples(labels: list[int], num_partitions: int, data: DataSettings) -
         ) from None
 
 
+def check_classes_per_node(k: int, num_partitions: int, num_classes: int) -> None:
+    """``classes_per_node: k`` must let every class have a node and every node its k classes."""
+    if k > num_classes or num_partitions * k < num_classes:
+        change = "lower classes_per_node" if k > num_classes else "raise classes_per_node or the number of nodes"
+        raise ConfigError(
+            f"data.classes_per_node = {k} with {num_partitions} nodes cannot cover the {num_classes} classes "
+            f"(it needs classes_per_node <= classes <= nodes x classes_per_node): {change}"
+        )
+
+
 def _classes_per_node(labels: list[int], num_partitions: int, data: DataSettings) -> list[list[int]]:
     """Every node gets ``k`` consecutive classes of a seeded class order, wrapping around, so every
     class has at least one node when nodes x k >= classes; a class's clips are split evenly among
     its nodes. (flwr-datasets' PathologicalPartitioner may leave classes to nobody.)"""
     classes, k = sorted(set(labels)), data.classes_per_node
-    if k > len(classes) or num_partitions * k < len(classes):
-        raise ConfigError(
-            f"data.classes_per_node = {k} with {num_partitions} nodes cannot cover the {len(classes)} classes "
-            "(it needs classes_per_node <= classes <= nodes x classes_per_node)"
-        )
+    check_classes_per_node(k, num_partitions, len(classes))
     rng = np.random.default_rng(data.partition_seed)
     order = rng.permutation(classes)
     owners: dict[int, list[int]] = {int(c): [] for c in classes}

@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 from feda2v_flwr.config import ConfigError, load_config
@@ -32,52 +31,15 @@ from feda2v_flwr.deploy.commands import (
     DEFAULT_NODE_PORT,
     DEFAULT_SUPERLINK_PORT,
     Tls,
-    connection_entry,
     node_config_string,
     superlink_command,
     supernode_command,
+    write_connection,
 )
 from feda2v_flwr.deploy.loopback import LoopbackDeployment
-from feda2v_flwr.processes import exit_on_sigterm, flower_binary, flower_env, submit_run, wait_for_status
+from feda2v_flwr.processes import exit_on_sigterm, flower_binary, flower_env, run_values, submit_run, wait_for_status
 
 CONNECTION = "feda2v-deploy"
-
-
-def write_connection(flwr_home: Path, address: str, ca: Path | None, name: str = CONNECTION) -> None:
-    """Add (or replace) the ``[superlink.<name>]`` entry of ``$FLWR_HOME/config.toml``; other
-    entries stay as they are."""
-    flwr_home.mkdir(parents=True, exist_ok=True)
-    path = flwr_home / "config.toml"
-    current = tomllib.loads(path.read_text()) if path.exists() else {}
-    superlinks = {key: value for key, value in current.get("superlink", {}).items() if isinstance(value, dict)}
-    superlinks.pop(name, None)
-    default = current.get("superlink", {}).get("default", name)
-    text = f'[superlink]\ndefault = "{default}"\n\n'
-    for other, table in superlinks.items():
-        text += f"[superlink.{other}]\n" + "".join(f"{k} = {v}\n" for k, v in _toml_pairs(table)) + "\n"
-    text += connection_entry(name, address, ca=ca.resolve() if ca else None)
-    path.write_text(text)
-
-
-def _toml_pairs(table: dict, prefix: str = "") -> list[tuple[str, str]]:
-    """A table's entries as TOML ``dotted.key = value`` pairs (nested tables stay tables)."""
-    pairs = []
-    for key, value in table.items():
-        if isinstance(value, dict):
-            pairs += _toml_pairs(value, f"{prefix}{key}.")
-        else:
-            pairs.append((f"{prefix}{key}", _toml_value(value)))
-    return pairs
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _certificates(directory: str | None) -> CertificateFiles | None:
@@ -154,7 +116,7 @@ def _supernode(args: argparse.Namespace) -> int:
 
 def _register(args: argparse.Namespace) -> int:
     flwr_home = Path(args.flwr_home).resolve()
-    write_connection(flwr_home, args.superlink, Path(args.ca) if args.ca else None)
+    write_connection(flwr_home, CONNECTION, args.superlink, Path(args.ca) if args.ca else None)
     command = [flower_binary("flwr"), "supernode", "register", str(Path(args.public_key).resolve()), CONNECTION]
     if args.node_name:
         command += ["--name", args.node_name]
@@ -163,25 +125,21 @@ def _register(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     overrides = "; ".join(args.set)
-    try:
-        load_config(args.config, overrides)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return 2
+    load_config(args.config, overrides)  # a ConfigError ends here, before anything is sent (main: exit 2)
     flwr_home = Path(args.flwr_home).resolve()
-    write_connection(flwr_home, args.superlink, Path(args.ca) if args.ca else None)
+    write_connection(flwr_home, CONNECTION, args.superlink, Path(args.ca) if args.ca else None)
     env = flower_env(flwr_home)
     run_name = args.run_name
     if not run_name and not args.resume:  # a resumed run goes on in the checkpoint's own folder
         run_name = f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    values = {
-        "config": args.config,
-        "overrides": overrides,
-        "run-name": run_name,
-        "output-dir": args.output_dir,
-        "resume": args.resume,
-        "stop-after-round": args.stop_after_round,
-    }
+    values = run_values(
+        args.config,
+        overrides=overrides,
+        run_name=run_name,
+        output_dir=args.output_dir,
+        resume=args.resume,
+        stop_after_round=args.stop_after_round,
+    )
     start = time.time()
     run_id = submit_run(PROJECT_ROOT, CONNECTION, env, values)
     if not run_name:
@@ -198,11 +156,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _loopback(args: argparse.Namespace) -> int:
     overrides = "; ".join(args.set)
-    try:
-        experiment = load_config(args.config, overrides)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return 2
+    experiment = load_config(args.config, overrides)  # a ConfigError ends here (main: exit 2)
     workdir = Path(args.workdir).resolve()
     nodes = experiment.federation.num_clients
     run_name = args.run_name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"

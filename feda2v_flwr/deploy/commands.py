@@ -2,11 +2,13 @@
 
 ``feda2v-deploy``, the loopback tests and (checked by a test) the Docker compose files all use
 these flags, so what is tested is what users run. Values are plain strings; nothing here
-starts a process.
+starts a process. ``write_connection`` writes the one file the ``flwr`` CLI reads to find a
+SuperLink.
 """
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,3 +120,41 @@ def connection_entry(name: str, address: str, *, ca: Path | None = None) -> str:
     lines = [f"[superlink.{name}]", f'address = "{address}"']
     lines.append(f'root-certificates = "{ca}"' if ca is not None else "insecure = true")
     return "\n".join(lines) + "\n"
+
+
+def write_connection(flwr_home: Path, name: str, address: str, ca: Path | None = None) -> None:
+    """Add (or replace) the ``[superlink.<name>]`` entry of ``$FLWR_HOME/config.toml``, the
+    connection ``flwr`` dials (``ca``: over TLS, else plain HTTP); other entries stay as they are,
+    and so does the default connection of an existing file."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    path = flwr_home / "config.toml"
+    current = tomllib.loads(path.read_text()) if path.exists() else {}
+    superlinks = {key: value for key, value in current.get("superlink", {}).items() if isinstance(value, dict)}
+    superlinks.pop(name, None)
+    default = current.get("superlink", {}).get("default", name)
+    text = f'[superlink]\ndefault = "{default}"\n\n'
+    for other, table in superlinks.items():
+        text += f"[superlink.{other}]\n" + "".join(f"{k} = {v}\n" for k, v in _toml_pairs(table)) + "\n"
+    text += connection_entry(name, address, ca=ca.resolve() if ca else None)
+    path.write_text(text)
+
+
+def _toml_pairs(table: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """A table's entries as TOML ``dotted.key = value`` pairs (nested tables stay tables)."""
+    pairs = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            pairs += _toml_pairs(value, f"{prefix}{key}.")
+        else:
+            pairs.append((f"{prefix}{key}", _toml_value(value)))
+    return pairs
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from feda2v_flwr.config.loading import PROJECT_ROOT
 from feda2v_flwr.deploy.certs import CertificateFiles, make_certificates
-from feda2v_flwr.deploy.commands import connection_entry, superexec_command
+from feda2v_flwr.deploy.commands import superexec_command, write_connection
 from feda2v_flwr.processes import (
     flower_binary,
     flower_env,
     free_port,
+    run_values,
     stop_marked_processes,
     submit_run,
     wait_for_port,
@@ -124,11 +125,7 @@ class LoopbackDeployment:
         if self.isolation == "process":  # the ServerApp's SuperExec; the SuperLink's API is TLS when it is
             serverapp = superexec_command(appio_address=self.address, ca=self.certs.ca if self.certs else None)
             self.superexecs.append(self._start("superexec-serverapp", serverapp))
-        self.flwr_home.mkdir(parents=True, exist_ok=True)
-        (self.flwr_home / "config.toml").write_text(
-            f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-            + connection_entry(CONNECTION, self.address, ca=self.certs.ca if self.certs else None)
-        )
+        write_connection(self.flwr_home, CONNECTION, self.address, self.certs.ca if self.certs else None)
         if self.start_nodes:
             for partition_id in range(self.nodes):
                 if self.node_auth:
@@ -193,14 +190,7 @@ class LoopbackDeployment:
         """Submit the FedA2V app and wait for the end (``stream``: print the server's log as it
         goes); returns (final status, run folder)."""
         output_dir = (output_dir or self.workdir / "outputs").resolve()
-        values = {
-            "config": str(config),
-            "overrides": overrides,
-            "run-name": run_name,
-            "output-dir": str(output_dir),
-            "resume": "",
-            "stop-after-round": 0,
-        }
+        values = run_values(str(config), overrides=overrides, run_name=run_name, output_dir=str(output_dir))
         run_id = submit_run(PROJECT_ROOT, CONNECTION, self.env(), values)
         if stream:
             print(f"Run {run_id}; SuperLink and SuperNode logs in {self.logs}", flush=True)
