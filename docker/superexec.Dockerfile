@@ -2,7 +2,7 @@
 # targets, generator training); one per SuperNode runs that node's ClientApps (adapter training).
 # The code arrives with each run (the FAB built by `flwr run`); its dependencies must already be
 # installed here, because runtime dependency installation is disabled.
-ARG FLWR_VERSION=1.41.0
+ARG FLWR_VERSION=1.42.0
 FROM flwr/superexec:${FLWR_VERSION}
 
 # CPU wheels by default; compose.gpu.yml passes a CUDA index (.../whl/cu126).
@@ -22,14 +22,18 @@ USER app
 WORKDIR /app
 
 # torch first, from TORCH_INDEX_URL, so that installing the project finds it satisfied instead of
-# pulling the default wheel from PyPI. Same requirement as in pyproject.toml.
-RUN python -m pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch>=2.4,<3"
+# pulling the default wheel from PyPI: the version of requirements/lock.txt (the tested one).
+ARG TORCH_VERSION=2.13.0
+RUN python -m pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 
-# The project and its other dependencies. flwr is already in the image: its line is removed.
+# The project and its other dependencies, at the versions of requirements/lock.txt. flwr is
+# already in the image: its line is removed from pyproject.toml, and flwr and torch from the lock.
 COPY --chown=app:app pyproject.toml README.md /app/project/
+COPY --chown=app:app requirements/lock.txt /app/project/requirements/lock.txt
 COPY --chown=app:app feda2v_flwr /app/project/feda2v_flwr
 COPY --chown=app:app strategies /app/project/strategies
 RUN sed -i '/"flwr\[simulation\]/d' /app/project/pyproject.toml \
-    && python -m pip install --no-cache-dir /app/project
+    && grep -v -E '^(flwr|torch)==' /app/project/requirements/lock.txt > /tmp/constraints.txt \
+    && python -m pip install --no-cache-dir --constraint /tmp/constraints.txt /app/project
 
 ENTRYPOINT ["flower-superexec"]

@@ -1,6 +1,6 @@
 # SuperLink: the coordinator. It serves the Fleet, Control and Runtime (ServerAppIo) APIs on one
 # port (9091). With --isolation process it runs no app code: superexec-serverapp does.
-ARG FLWR_VERSION=1.41.0
+ARG FLWR_VERSION=1.42.0
 FROM flwr/superlink:${FLWR_VERSION}
 
 ENV FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 \

@@ -4,7 +4,6 @@ build inputs, and every container command equal to the one feda2v_flwr/deploy/co
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import re
 import shlex
@@ -26,10 +25,11 @@ from feda2v_flwr.deploy.commands import (
     superlink_command,
     supernode_command,
 )
+from lockfile import locked_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
-FLWR_VERSION = importlib.metadata.version("flwr")
+FLWR_VERSION = locked_versions()["flwr"]  # tests/test_install.py: the installed flwr is this one
 DEPENDENCIES = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 
 # Official image -> the program its ENTRYPOINT runs (the compose commands leave it out).
@@ -128,7 +128,7 @@ def test_one_flwr_version_everywhere():
     )
     assert env["FLWR_VERSION"] == FLWR_VERSION
     flwr = next(Requirement(entry) for entry in DEPENDENCIES if Requirement(entry).name == "flwr")
-    assert flwr.specifier.contains(FLWR_VERSION), f"installed flwr {FLWR_VERSION} is outside {flwr}"
+    assert str(flwr.specifier) == f"=={FLWR_VERSION}"
     for image in PROGRAMS:
         assert ("ARG", f"FLWR_VERSION={FLWR_VERSION}") in instructions(DOCKER / f"{image}.Dockerfile")
     services = compose("compose.yml")["services"]
@@ -179,26 +179,36 @@ def test_superexec_copies_what_installing_the_project_needs():
     sources = copy_sources(DOCKER / "superexec.Dockerfile")
     packages = {pattern.rstrip("*") for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
     assert packages == {"feda2v_flwr", "strategies"}
-    assert set(sources) == packages | {"pyproject.toml", pyproject["project"]["readme"]}
+    assert set(sources) == packages | {"pyproject.toml", pyproject["project"]["readme"], "requirements/lock.txt"}
 
 
-def test_superexec_installs_torch_from_the_index_then_the_project_without_flwr(tmp_path):
+def test_superexec_installs_the_locked_torch_from_the_index_then_the_project_at_the_lock_without_flwr(tmp_path):
     steps = instructions(DOCKER / "superexec.Dockerfile")
     assert ("ARG", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu") in steps
+    public_torch = locked_versions()["torch"].split("+")[0]  # the index picks the build (cpu, cu126...)
+    assert ("ARG", f"TORCH_VERSION={public_torch}") in steps
     runs = [arguments for op, arguments in steps if op == "RUN"]
     torch_step = next(i for i, run in enumerate(runs) if '--index-url "${TORCH_INDEX_URL}"' in run)
-    project_step = next(i for i, run in enumerate(runs) if "pip install --no-cache-dir /app/project" in run)
+    project_step = next(i for i, run in enumerate(runs) if "/app/project" in run and "pip install" in run)
     assert torch_step < project_step
-    torch = Requirement(re.search(r'"(torch[^"]*)"', runs[torch_step]).group(1))
-    assert torch in [Requirement(entry) for entry in DEPENDENCIES]
+    assert '"torch==${TORCH_VERSION}"' in runs[torch_step]
+    torch = next(Requirement(entry) for entry in DEPENDENCIES if Requirement(entry).name == "torch")
+    assert torch.specifier.contains(public_torch)
 
-    expression = re.search(r"sed -i '([^']+)'", runs[project_step]).group(1)
-    stripped = tmp_path / "pyproject.toml"
-    shutil.copy(ROOT / "pyproject.toml", stripped)
-    subprocess.run(["sed", "-i", expression, str(stripped)], check=True)
-    left = tomllib.loads(stripped.read_text())["project"]["dependencies"]
+    stripped = tmp_path / "project"
+    (stripped / "requirements").mkdir(parents=True)
+    shutil.copy(ROOT / "pyproject.toml", stripped / "pyproject.toml")
+    shutil.copy(ROOT / "requirements" / "lock.txt", stripped / "requirements" / "lock.txt")
+    install = runs[project_step].split("&& python -m pip install")[0].replace("/app/project", str(stripped))
+    subprocess.run(install.replace("/tmp/constraints.txt", str(tmp_path / "constraints.txt")), shell=True, check=True)
+    assert "--constraint /tmp/constraints.txt /app/project" in runs[project_step]
+    left = tomllib.loads((stripped / "pyproject.toml").read_text())["project"]["dependencies"]
     assert left == [entry for entry in DEPENDENCIES if Requirement(entry).name != "flwr"]
-    assert len(left) == len(DEPENDENCIES) - 1
+    constraints = (tmp_path / "constraints.txt").read_text()
+    lock = (ROOT / "requirements" / "lock.txt").read_text()
+    assert constraints == "".join(
+        line + "\n" for line in lock.splitlines() if not line.startswith(("flwr==", "torch=="))
+    )
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
