@@ -54,17 +54,23 @@ def flower_binary(name: str) -> str:
     return str(local) if local.exists() else (shutil.which(name) or name)
 
 
+def marked_processes(launch_id: str) -> list[psutil.Process]:
+    """The live processes (zombies left out) whose environment carries ``FEDA2V_LAUNCH_ID=launch_id``."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("FEDA2V_LAUNCH_ID") == launch_id and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
 def stop_marked_processes(launch_id: str, timeout: float = 30.0, keep: int | None = None) -> None:
     """Stop every process whose environment carries ``FEDA2V_LAUNCH_ID=launch_id`` except ``keep``
     (SIGTERM, then SIGKILL after ``timeout``): after an interrupted run the SuperLink's simulation
     process, its Ray workers and SuperExecs outlive it."""
-    mine = []
-    for process in psutil.process_iter():
-        try:
-            if process.pid not in (os.getpid(), keep) and process.environ().get("FEDA2V_LAUNCH_ID") == launch_id:
-                mine.append(process)
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
+    mine = [process for process in marked_processes(launch_id) if process.pid not in (os.getpid(), keep)]
     for process in mine:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.terminate()

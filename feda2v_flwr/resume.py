@@ -30,6 +30,7 @@ CHANGEABLE = (
     "federation.global_rounds",
     "federation.eval_gap",
     "federation.round_timeout",
+    "federation.node_wait_timeout",
     "federation.accept_failures",
     "federation.min_fit_clients",
     "training.device",

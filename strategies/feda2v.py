@@ -40,6 +40,7 @@ from feda2v_flwr.payload import ClientUpdate, PayloadError, decode_update, for_t
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
 from feda2v_flwr.reporting.metrics import round_summary_line
 from strategies.aggregation import aggregate_adapters
+from strategies.node_count import wait_for_nodes
 from strategies.server_trainer import RoundReport, ServerGeneratorTrainer
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,9 @@ class FedA2VStrategy(FedAvg):
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
+        if server_round == 1:  # this session's first round: the right number of nodes, or fail now
+            fed = self.config.federation
+            wait_for_nodes(client_manager, fed.num_clients, timeout=fed.node_wait_timeout)
         server_round += self.round_offset
         pairs = super().configure_fit(server_round, self._for_transfer(parameters), client_manager)
         self._phase_started[("fit", server_round)] = time.perf_counter()  # after waiting for the nodes

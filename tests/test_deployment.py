@@ -12,13 +12,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from conftest import TINY, simulate
 from feda2v_flwr.deploy.cli import main as deploy_main
 from feda2v_flwr.deploy.loopback import CONNECTION, LoopbackDeployment
-from feda2v_flwr.processes import flower_binary, free_port, stop_marked_processes
+from feda2v_flwr.processes import flower_binary, free_port, marked_processes, stop_marked_processes
 from feda2v_flwr.reporting import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -30,17 +29,6 @@ def _config_file(tmp_path, cache_dir):
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(raw))
     return path
-
-
-def _marked(marker: str) -> list[psutil.Process]:
-    alive = []
-    for process in psutil.process_iter():
-        try:
-            if process.environ().get("FEDA2V_LAUNCH_ID") == marker and process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process)
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-    return alive
 
 
 def _assert_trained_on_both_nodes(status, run_dir):
@@ -64,7 +52,7 @@ def test_insecure_deployment_completes(tmp_path, cache_dir):
         assert len(deployment.superexecs) == 3
     _assert_trained_on_both_nodes(status, run_dir)
     assert run_dir.parent == workdir / "outputs"
-    assert not _marked(deployment.marker)
+    assert not marked_processes(deployment.marker)
 
 
 def test_tls_with_node_authentication_completes(tmp_path, cache_dir):
@@ -88,7 +76,7 @@ def test_tls_with_node_authentication_completes(tmp_path, cache_dir):
         )
     assert code == 0
     _assert_trained_on_both_nodes("finished:completed", workdir / "outputs" / "tls")
-    assert not _marked(deployment.marker)
+    assert not marked_processes(deployment.marker)
 
 
 def test_unregistered_node_and_plain_http_are_refused(tmp_path):
@@ -109,7 +97,7 @@ def test_unregistered_node_and_plain_http_are_refused(tmp_path):
         )
         refused = json.loads(deployment.flwr("ls", "plain", "--format", "json").stdout)
         assert refused["success"] is False and "unavailable" in refused["error-message"].lower()
-    assert not _marked(deployment.marker)
+    assert not marked_processes(deployment.marker)
 
 
 def test_simulation_runs_on_an_existing_ray_cluster(tmp_path, cache_dir):
@@ -138,4 +126,4 @@ def test_simulation_runs_on_an_existing_ray_cluster(tmp_path, cache_dir):
     finally:
         stop_marked_processes(marker, timeout=20)
         shutil.rmtree(temp_dir, ignore_errors=True)
-    assert not _marked(marker)
+    assert not marked_processes(marker)

@@ -188,6 +188,9 @@ class FederationSettings(_Section):
     min_fit_clients: int = Field(1, ge=1)
     accept_failures: bool = True
     round_timeout: float = Field(1800.0, gt=0)
+    # Seconds the server waits before its first round for exactly num_clients nodes; then the run
+    # fails with a message naming both numbers (Flower alone would wait silently for a day).
+    node_wait_timeout: float = Field(15.0, gt=0)
     # Partial participation: this many partitions train each round, drawn from (seed, round) by
     # partition id (reproducible); the others sit the round out. None: all of them.
     clients_per_round: int | None = Field(None, ge=1)
