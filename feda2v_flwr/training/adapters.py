@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,9 +20,14 @@ GRAD_CLIP_NORM = 1.0
 
 
 def build_model(config: ExperimentConfig, slots: tuple[SlotSpec, ...], in_dim: int) -> nn.ModuleDict:
+    return build_adapters(slots, **adapter_arguments(config, in_dim))
+
+
+def adapter_arguments(config: ExperimentConfig, in_dim: int) -> dict[str, Any]:
+    """``build_adapters``' keyword arguments besides the slots (an export stores them to rebuild the adapters)."""
     f = config.feda2v
-    hidden = {"clip": f.clip_adapter_hidden_dims, "t5": f.t5_adapter_hidden_dims}
-    return build_adapters(slots, in_dim=in_dim, hidden_dims=hidden, width=f.adapter_width, heads=f.adapter_heads)
+    hidden = {"clip": list(f.clip_adapter_hidden_dims), "t5": list(f.t5_adapter_hidden_dims)}
+    return {"in_dim": in_dim, "hidden_dims": hidden, "width": f.adapter_width, "heads": f.adapter_heads}
 
 
 def slot_hyperparameters(config: ExperimentConfig, slot: str) -> tuple[float, float, bool]:
