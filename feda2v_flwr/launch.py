@@ -21,7 +21,10 @@ from pathlib import Path
 from feda2v_flwr.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from feda2v_flwr.config import ConfigError, load_config
 from feda2v_flwr.config.loading import PROJECT_ROOT
+from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.deploy.commands import superlink_command, write_connection
+from feda2v_flwr.encoders import ModelLoadError
+from feda2v_flwr.preflight import preflight
 from feda2v_flwr.processes import (
     exit_on_sigterm,
     flower_binary,
@@ -34,6 +37,7 @@ from feda2v_flwr.processes import (
     wait_for_status,
 )
 from feda2v_flwr.resume import check_resumable, run_folder_of
+from feda2v_flwr.training.generator_learner import GeneratorMismatchError
 
 CONNECTION = "feda2v-sim"
 
@@ -185,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     overrides = "; ".join(args.set)
     run_name = run_name or f"{Path(config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        load_config(config, overrides)
+        experiment = load_config(config, overrides)
         if args.resume:
             _check_resume(config, overrides, args.resume, args.stop_after_round)
-    except (ConfigError, CheckpointError) as err:
-        print(err, file=sys.stderr)
+        preflight(experiment)  # data, classes, splits, checkpoints: before any Flower process starts
+    except (ConfigError, DatasetError, CheckpointError, GeneratorMismatchError, ModelLoadError) as err:
+        print(f"feda2v-sim: {err}", file=sys.stderr)
         return 2
     # SIGTERM (a scheduler's kill, `kill`) unwinds like Ctrl-C: the SuperLink is stopped and the
     # last complete checkpoint stays loadable (checkpoints are written atomically).
@@ -208,13 +213,22 @@ def main(argv: list[str] | None = None) -> int:
         ray_address=args.ray_address,
     )
     print(f"\nRun status: {status} after {time.time() - start:.0f} s")
-    summary = run_dir / "summary.json"
-    if summary.exists():
-        evaluation = json.loads(summary.read_text()).get("evaluation", {})
-        if "test_retrieval_top1" in evaluation:
-            print(f"Final test retrieval top-1: {evaluation['test_retrieval_top1']:.3f}")
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    evaluation = summary.get("evaluation", {})
+    if "test_retrieval_top1" in evaluation:
+        print(f"Final test retrieval top-1: {evaluation['test_retrieval_top1']:.3f}")
     print(f"Outputs: {run_dir}")
-    return 0 if status == "finished:completed" else 1
+    if status != "finished:completed":
+        return 1
+    missing = summary.get("missing_partitions")
+    if missing and not load_config(config, overrides).federation.allow_missing_nodes:
+        print(
+            f"Partitions {missing} never contributed a valid update (their failures and dropped replies are in "
+            f"{run_dir / 'metrics.jsonl'}): exit 3. Set federation.allow_missing_nodes to accept such runs.",
+            file=sys.stderr,
+        )
+        return 3
+    return 0
 
 
 if __name__ == "__main__":

@@ -68,67 +68,158 @@ def _is_count(name: str) -> bool:
 
 @dataclass
 class ClientUpdate:
+    """One node's accepted reply. ``adapter_state`` is None when only its adapters failed the
+    value checks (``adapter_problem`` says why): its class statistics still serve the server step."""
+
     partition_id: int
     num_examples: int
-    adapter_state: dict[str, np.ndarray]
+    adapter_state: dict[str, np.ndarray] | None
     stats: dict[str, ClassStats]
     metrics: dict
+    adapter_problem: str | None = None
+
+
+# Clips of one class a node can hold when the server cannot count them (no copy of the data):
+# more than any audio dataset has (VGGSound: about 200 000 clips in all).
+UNKNOWN_CLASS_SIZE = 10_000_000
+
+
+@dataclass(frozen=True)
+class ExpectedUpdate:
+    """What every reply of this federation must hold, and the bounds on its values.
+
+    ``statistics_shape``: (L, D) of every audio mean / std. ``class_sizes``: the most clips a
+    node can hold of each class (its count in the dataset; None: unknown, ``UNKNOWN_CLASS_SIZE``).
+    ``max_abs_value``: the largest magnitude any tensor value may have (counts aside).
+    """
+
+    adapter_shapes: dict[str, tuple[int, ...]]
+    slot_shapes: dict[str, tuple[int, ...]]
+    statistics_shape: tuple[int, int]
+    classes: list[str]
+    max_abs_value: float
+    class_sizes: dict[str, int] | None = None
+
+    def class_size(self, name: str) -> int:
+        return self.class_sizes[name] if self.class_sizes is not None else UNKNOWN_CLASS_SIZE
 
 
 def decode_update(
-    arrays: list[np.ndarray],
-    manifest_json: str,
-    *,
-    adapter_shapes: dict[str, tuple[int, ...]],
-    known_classes: list[str],
-    slot_shapes: dict[str, tuple[int, ...]],
-) -> tuple[dict[str, np.ndarray], dict[str, ClassStats]]:
-    """Inverse of ``encode_update``; raises ``PayloadError`` on anything suspicious."""
-    try:
-        manifest = json.loads(manifest_json)
-    except (TypeError, json.JSONDecodeError) as err:
-        raise PayloadError(f"unreadable manifest: {err}") from None
-    if len(manifest) != len(arrays):
-        raise PayloadError(f"manifest lists {len(manifest)} tensors but {len(arrays)} arrived")
+    arrays: list[np.ndarray], manifest_json: object, expected: ExpectedUpdate
+) -> tuple[dict[str, np.ndarray] | None, dict[str, ClassStats], str | None]:
+    """Inverse of ``encode_update``, checking every manifest field, tensor, shape and value
+    against ``expected``: (adapters, class statistics, adapter problem). Raises ``PayloadError``
+    naming the first problem, except when the only problems are values of adapter tensors
+    (non-finite or beyond the bound): then the adapters are None and the problem is returned."""
+    manifest = _manifest(manifest_json, len(arrays))
     named = {}
-    for entry, array in zip(manifest, arrays, strict=True):
-        if tuple(array.shape) != tuple(entry["shape"]):
-            raise PayloadError(f"{entry['name']}: shape {array.shape} != manifest {entry['shape']}")
-        if array.dtype not in TRANSFER_DTYPES or str(array.dtype) != entry.get("dtype"):
-            raise PayloadError(f"{entry['name']}: dtype {array.dtype}, expected float32 or float16 as in the manifest")
-        if not np.isfinite(array).all():
-            raise PayloadError(f"{entry['name']}: contains NaN or Inf (float16 overflows beyond +-65504)")
-        named[entry["name"]] = array.astype(np.float32, copy=False)  # aggregation runs in float32
+    adapter_problem = None
+    for (name, shape, dtype), array in zip(manifest, arrays, strict=True):
+        if not isinstance(array, np.ndarray):
+            raise PayloadError(f"{name}: a {type(array).__name__}, not an array")
+        if tuple(array.shape) != shape:
+            raise PayloadError(f"{name}: shape {array.shape} != manifest {list(shape)}")
+        if array.dtype not in TRANSFER_DTYPES or str(array.dtype) != dtype:
+            raise PayloadError(f"{name}: dtype {array.dtype}, expected float32 or float16 as in the manifest")
+        problem = _value_problem(name, array, expected.max_abs_value)
+        if problem and name.startswith(ADAPTER_PREFIX):
+            adapter_problem = adapter_problem or problem
+        elif problem:
+            raise PayloadError(problem)
+        named[name] = array.astype(np.float32, copy=False)  # aggregation runs in float32
 
     adapters = {k[len(ADAPTER_PREFIX) :]: v for k, v in named.items() if k.startswith(ADAPTER_PREFIX)}
-    if set(adapters) != set(adapter_shapes):
-        missing, extra = set(adapter_shapes) - set(adapters), set(adapters) - set(adapter_shapes)
+    if set(adapters) != set(expected.adapter_shapes):
+        missing, extra = set(expected.adapter_shapes) - set(adapters), set(adapters) - set(expected.adapter_shapes)
         raise PayloadError(f"adapter tensors differ: missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}")
-    for key, shape in adapter_shapes.items():
+    for key, shape in expected.adapter_shapes.items():
         if adapters[key].shape != shape:
             raise PayloadError(f"adapter {key}: shape {adapters[key].shape} != {shape}")
-    return adapters, _decode_stats(named, known_classes, slot_shapes)
+    stats = _decode_stats(named, expected)
+    return (None if adapter_problem else adapters), stats, adapter_problem
 
 
-def _decode_stats(named: dict[str, np.ndarray], known: list[str], slot_shapes: dict) -> dict[str, ClassStats]:
-    classes = sorted({k.split("/")[1] for k in named if k.startswith(STATS_PREFIX)})
+def _value_problem(name: str, array: np.ndarray, max_abs_value: float) -> str | None:
+    if not np.isfinite(array).all():
+        return f"{name}: contains NaN or Inf (float16 overflows beyond +-65504)"
+    if not _is_count(name) and array.size and np.abs(array).max() > max_abs_value:
+        return f"{name}: values up to {np.abs(array).max():.3g}, beyond federation.max_abs_value {max_abs_value:g}"
+    return None
+
+
+MAX_MANIFEST_ENTRIES = 100_000
+
+
+def _manifest(manifest_json: object, arrivals: int) -> list[tuple[str, tuple[int, ...], str]]:
+    """The manifest as (name, shape, dtype) triples, every field checked."""
+    if not isinstance(manifest_json, str):
+        raise PayloadError(f"the manifest is a {type(manifest_json).__name__}, not a JSON string")
+    try:
+        manifest = json.loads(manifest_json)
+    except (ValueError, RecursionError) as err:
+        raise PayloadError(f"unreadable manifest: {str(err)[:200]}") from None
+    if not isinstance(manifest, list) or len(manifest) > MAX_MANIFEST_ENTRIES:
+        raise PayloadError(f"the manifest is not a list of at most {MAX_MANIFEST_ENTRIES} entries")
+    if len(manifest) != arrivals:
+        raise PayloadError(f"manifest lists {len(manifest)} tensors but {arrivals} arrived")
+    entries = []
+    for position, entry in enumerate(manifest):
+        if not isinstance(entry, dict) or set(entry) != {"name", "shape", "dtype"}:
+            raise PayloadError(f"manifest entry {position} is not an object with exactly name, shape and dtype")
+        name, shape, dtype = entry["name"], entry["shape"], entry["dtype"]
+        if not isinstance(name, str) or not name.startswith((ADAPTER_PREFIX, STATS_PREFIX)) or len(name) > 1024:
+            raise PayloadError(f"manifest entry {position}: name {str(name)[:60]!r} is not adapter/... or stats/...")
+        if not isinstance(shape, list) or len(shape) > 8 or not all(_whole(d) and d >= 0 for d in shape):
+            raise PayloadError(f"{name}: manifest shape {str(shape)[:60]} is not a list of sizes")
+        if not isinstance(dtype, str):
+            raise PayloadError(f"{name}: manifest dtype {str(dtype)[:40]!r} is not a string")
+        entries.append((name, tuple(shape), dtype))
+    if len({name for name, _, _ in entries}) != len(entries):
+        raise PayloadError("the manifest names a tensor twice")
+    return entries
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _decode_stats(named: dict[str, np.ndarray], expected: ExpectedUpdate) -> dict[str, ClassStats]:
+    fields = {f"slot_mean/{slot}": shape for slot, shape in expected.slot_shapes.items()}
+    fields.update(count=(1,), audio_mean=expected.statistics_shape, audio_std=expected.statistics_shape)
+    optional = {"val_count": (1,), "val_audio_mean": expected.statistics_shape}
+    by_class: dict[str, dict[str, np.ndarray]] = {}
+    for key, array in named.items():
+        if not key.startswith(STATS_PREFIX):
+            continue
+        name = next((c for c in expected.classes if key.startswith(f"{STATS_PREFIX}{c}/")), None)
+        if name is None:
+            raise PayloadError(f"statistics for unknown class '{key[len(STATS_PREFIX) :].split('/')[0]}'")
+        by_class.setdefault(name, {})[key[len(STATS_PREFIX) + len(name) + 1 :]] = array
     stats = {}
-    for name in classes:
-        if name not in known:
-            raise PayloadError(f"statistics for unknown class '{name}'")
-        base = f"{STATS_PREFIX}{name}/"
-        try:
-            slot_means = {slot: named[f"{base}slot_mean/{slot}"] for slot in slot_shapes}
-            mean, std = named[base + "audio_mean"], named[base + "audio_std"]
-            count = int(named[base + "count"][0])
-        except KeyError as err:
-            raise PayloadError(f"class '{name}': missing statistic {err}") from None
-        for slot, shape in slot_shapes.items():
-            if slot_means[slot].shape != shape:
-                raise PayloadError(f"class '{name}': slot mean {slot} shape {slot_means[slot].shape} != {shape}")
-        if mean.shape != std.shape or mean.ndim != 2 or count < 1 or (std < 0).any():
-            raise PayloadError(f"class '{name}': inconsistent audio statistics")
-        val_mean = named.get(base + "val_audio_mean")
-        val_count = int(named[base + "val_count"][0]) if val_mean is not None else 0
-        stats[name] = ClassStats(count, slot_means, mean, std, val_count, val_mean)
+    for name, values in sorted(by_class.items()):
+        missing = sorted(set(fields) - set(values))
+        unexpected = sorted(set(values) - set(fields) - set(optional))
+        if missing or unexpected:
+            raise PayloadError(f"class '{name}': missing statistics {missing}, unexpected {unexpected}")
+        if len(set(optional) & set(values)) == 1:
+            raise PayloadError(f"class '{name}': val_count and val_audio_mean come together")
+        for field_name, shape in {**fields, **optional}.items():
+            if field_name in values and values[field_name].shape != shape:
+                raise PayloadError(f"class '{name}': {field_name} shape {values[field_name].shape} != {shape}")
+        if (values["audio_std"] < 0).any():
+            raise PayloadError(f"class '{name}': a negative audio std")
+        size = expected.class_size(name)
+        count = _clip_count(values["count"], name, "count", size)
+        val_count = _clip_count(values["val_count"], name, "val_count", size) if "val_count" in values else 0
+        slot_means = {slot: values[f"slot_mean/{slot}"] for slot in expected.slot_shapes}
+        stats[name] = ClassStats(
+            count, slot_means, values["audio_mean"], values["audio_std"], val_count, values.get("val_audio_mean")
+        )
     return stats
+
+
+def _clip_count(array: np.ndarray, name: str, field_name: str, most: int) -> int:
+    value = float(array[0])
+    if value != int(value) or not 1 <= value <= most:
+        raise PayloadError(f"class '{name}': {field_name} {value:g} is not a whole number in 1..{most}")
+    return int(value)

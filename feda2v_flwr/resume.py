@@ -31,6 +31,7 @@ CHANGEABLE = (
     "federation.eval_gap",
     "federation.round_timeout",
     "federation.node_wait_timeout",
+    "federation.allow_missing_nodes",
     "federation.accept_failures",
     "federation.min_fit_clients",
     "training.device",

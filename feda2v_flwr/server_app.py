@@ -14,6 +14,7 @@ from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 
 from feda2v_flwr.checkpoint import find_checkpoint, load_checkpoint, saved_adapters
 from feda2v_flwr.config import ConfigError, ExperimentConfig, load_config, resolve_run_path
+from feda2v_flwr.config.schema import unused_settings
 from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.data.partition import federation_classes, partition_classes
 from feda2v_flwr.data.sample_partitions import check_classes_per_node
@@ -89,6 +90,8 @@ def build_strategy(
     (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=1))
     if config.images.every_rounds:
         import_diffusers()  # the nodes draw pictures: fail here, before any training, if the extra is missing
+    for sentence in unused_settings(config):
+        log.warning(sentence)
     classes = server_classes(config)
     check_node_classes(config, classes)
     slots = target_slots(f)

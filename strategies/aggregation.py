@@ -1,4 +1,6 @@
-"""Adapter aggregation modes: ``avg`` (weighted by examples), ``avg_unweighted``, ``none``.
+"""Adapter aggregation modes: ``avg`` (weighted by examples), ``avg_unweighted``, ``none``, and
+the Byzantine-robust ``median`` and ``trimmed_mean`` (coordinate-wise, Yin et al., "Byzantine-robust
+distributed learning: towards optimal statistical rates", ICML 2018), which ignore example counts.
 
 ``kd`` starts from ``avg`` and then distils in the server step (``strategies/distillation.py``),
 because it needs the server generator's samples.
@@ -10,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-AGGREGATION_MODES = ("avg", "avg_unweighted", "none")
+AGGREGATION_MODES = ("avg", "avg_unweighted", "none", "median", "trimmed_mean")
 
 
 def weighted_average(states: Sequence[dict[str, np.ndarray]], weights: Sequence[float]) -> dict[str, np.ndarray]:
@@ -29,17 +31,61 @@ def weighted_average(states: Sequence[dict[str, np.ndarray]], weights: Sequence[
     return result
 
 
+def coordinate_median(states: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Coordinate-wise median (Yin et al., "Byzantine-robust distributed learning: towards optimal
+    statistical rates", ICML 2018): each number is the median of the nodes' numbers."""
+    if not states:
+        raise ValueError("Nothing to aggregate")
+    return {
+        key: np.median(np.stack([s[key].astype(np.float64) for s in states]), axis=0).astype(first.dtype)
+        for key, first in states[0].items()
+    }
+
+
+def trimmed_mean(states: Sequence[dict[str, np.ndarray]], trim_fraction: float) -> dict[str, np.ndarray]:
+    """Coordinate-wise trimmed mean (Yin et al. 2018): per number, drop the ``floor(trim_fraction
+    * n)`` largest and as many smallest of the n nodes' values and average the rest."""
+    if not states:
+        raise ValueError("Nothing to aggregate")
+    n = len(states)
+    cut = int(np.floor(trim_fraction * n))
+    if n - 2 * cut < 1:
+        raise ValueError(f"trim_fraction {trim_fraction} leaves no value of {n} nodes")
+    result = {}
+    for key, first in states[0].items():
+        values = np.sort(np.stack([s[key].astype(np.float64) for s in states]), axis=0)  # (n, *shape)
+        result[key] = values[cut : n - cut].mean(axis=0).astype(first.dtype)
+    return result
+
+
 def aggregate_adapters(
     mode: str,
     states: Sequence[dict[str, np.ndarray]],
     num_examples: Sequence[int],
     current: dict[str, np.ndarray],
+    *,
+    trim_fraction: float = 0.2,
 ) -> dict[str, np.ndarray]:
     """The new global adapters. ``none`` (standalone) keeps ``current``: clients keep their own."""
     if mode == "avg":
         return weighted_average(states, num_examples)
     if mode == "avg_unweighted":
         return weighted_average(states, [1.0] * len(states))
+    if mode == "median":
+        return coordinate_median(states)
+    if mode == "trimmed_mean":
+        return trimmed_mean(states, trim_fraction)
     if mode == "none":
         return {k: v.copy() for k, v in current.items()}
     raise ValueError(f"Unknown adapter_aggregation_mode '{mode}'. Allowed: {AGGREGATION_MODES}")
+
+
+def state_problem(state: dict[str, np.ndarray], max_abs_value: float) -> str | None:
+    """Why global adapters cannot be kept (non-finite or exploding values), or None."""
+    for key, value in state.items():
+        if not np.isfinite(value).all():
+            return f"{key} holds NaN or Inf"
+        largest = float(np.abs(value).max()) if value.size else 0.0
+        if largest > max_abs_value:
+            return f"{key} holds values up to {largest:.3g}, beyond federation.max_abs_value {max_abs_value:g}"
+    return None

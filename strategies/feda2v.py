@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from flwr.common import (
-    Code,
     EvaluateIns,
     EvaluateRes,
     FitIns,
@@ -32,14 +32,18 @@ from flwr.server.strategy import FedAvg
 from feda2v_flwr.checkpoint import new_payload, save_checkpoint
 from feda2v_flwr.config.loading import config_hash, resolve_run_path
 from feda2v_flwr.config.schema import ExperimentConfig
-from feda2v_flwr.data.datasets import DatasetError
-from feda2v_flwr.data.partition import partition_classes
 from feda2v_flwr.images.drawing import decode_labels, images_due
 from feda2v_flwr.images.scoring import image_metrics
-from feda2v_flwr.payload import ClientUpdate, PayloadError, decode_update, for_transfer
+from feda2v_flwr.payload import (
+    ClientUpdate,
+    for_transfer,
+)
+from feda2v_flwr.replies import (
+    ReplyChecker,
+)
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
 from feda2v_flwr.reporting.metrics import round_summary_line
-from strategies.aggregation import aggregate_adapters
+from strategies.aggregation import aggregate_adapters, state_problem
 from strategies.node_count import wait_for_nodes
 from strategies.server_trainer import RoundReport, ServerGeneratorTrainer
 
@@ -94,7 +98,9 @@ class FedA2VStrategy(FedAvg):
         pretrained = config.feda2v.pretrained_generator_path
         self.pretrained_path = resolve_run_path(pretrained) if pretrained else None  # clients get it absolute
         self.summary: dict[str, Any] = {}
-        self._owned: dict[int, set[str]] = {}
+        self.drawn: set[int] = set()  # partitions asked to train in this session
+        self.contributed: set[int] = set()  # partitions with at least one accepted update
+        self.replies = ReplyChecker(config, classes, {k: v.shape for k, v in initial_state.items()}, slot_shapes)
 
     def __repr__(self) -> str:
         return f"FedA2VStrategy(mode={self.config.feda2v.adapter_aggregation_mode})"
@@ -128,6 +134,7 @@ class FedA2VStrategy(FedAvg):
             wait_for_nodes(client_manager, fed.num_clients, timeout=fed.node_wait_timeout)
         server_round += self.round_offset
         pairs = super().configure_fit(server_round, self._for_transfer(parameters), client_manager)
+        self.replies.connected = {str(cid) for cid in client_manager.all()}
         self._phase_started[("fit", server_round)] = time.perf_counter()  # after waiting for the nodes
         config = self._round_config(server_round)
         participants = self.participants(server_round)
@@ -183,8 +190,9 @@ class FedA2VStrategy(FedAvg):
         failure_reasons = [_failure_reason(f) for f in failures]
         for reason in failure_reasons:
             log.warning("Round %d: a node failed: %s", server_round, reason)
-        results = [(proxy, res) for proxy, res in results if not res.metrics.get("sat_out")]
-        updates, dropped = self._decode_replies(results)
+        results = [(proxy, res) for proxy, res in results if not _sat_out(res)]
+        updates, dropped = self.replies.fit_updates(results)
+        self.drawn.update(self.participants(server_round) or range(self.config.federation.num_clients))
         min_fit = self.min_fit_clients  # every node is sampled (fraction 1.0); this many must reply validly
         if (failures and not self.accept_failures) or len(updates) < min_fit:
             reason = f"{len(updates)} valid replies (need {min_fit}), {len(failures)} failures"
@@ -192,18 +200,33 @@ class FedA2VStrategy(FedAvg):
             self._round_line = ""
             self._elapsed("fit", server_round)
             self.metrics_log.write(server_round, "skipped", reason=reason, failures=failure_reasons, dropped=dropped)
+            self._note_missing(server_round)
             return None, {"skipped": 1}
+        self.contributed.update(u.partition_id for u in updates)
+        self._note_missing(server_round)
 
         updates.sort(key=lambda u: u.partition_id)  # bitwise-reproducible sums, whatever the arrival order
         mode = self.config.feda2v.adapter_aggregation_mode
         # kd starts from the weighted average, then distils in the server step (it needs the generator)
-        state = aggregate_adapters(
-            "avg" if mode == "kd" else mode,
-            [u.adapter_state for u in updates],
-            [u.num_examples for u in updates],
-            self.state,
+        with_adapters = [u for u in updates if u.adapter_state is not None]  # some may have sent statistics only
+        state = (
+            aggregate_adapters(
+                "avg" if mode == "kd" else mode,
+                [u.adapter_state for u in with_adapters],
+                [u.num_examples for u in with_adapters],
+                self.state,
+                trim_fraction=self.config.feda2v.trim_fraction,
+            )
+            if with_adapters
+            else {k: v.copy() for k, v in self.state.items()}
         )
-        teachers = [(u.adapter_state, set(u.stats)) for u in updates] if mode == "kd" else None
+        rejected = []
+        problem = state_problem(state, self.config.federation.max_abs_value)
+        if problem:
+            log.warning("Round %d: aggregated adapters rejected (%s); the previous ones stay", server_round, problem)
+            rejected.append({"stage": "aggregation", "reason": problem})
+            state = {k: v.copy() for k, v in self.state.items()}
+        teachers = [(u.adapter_state, set(u.stats)) for u in with_adapters] if mode == "kd" else None
         client_losses, uploads = self._log_fit(server_round, updates, dropped, failure_reasons)
 
         class_stats: dict[str, list] = {}
@@ -215,12 +238,28 @@ class FedA2VStrategy(FedAvg):
         if f.use_generator or f.global_model_train_from_nodes_adapters:
             log.info("Round %d: server step on %d classes", server_round, len(class_stats))
             torch.manual_seed(self.config.training.seed * 1_000_003 + server_round)  # e.g. GAN dropout: resumable
-            state, report = self.trainer.run_round(server_round, state, class_stats, teachers)
+            before = self.trainer.snapshot()
+            stepped, report = self.trainer.run_round(server_round, state, class_stats, teachers)
             self._log_server_step(server_round, report)
+            problem = state_problem(stepped, self.config.federation.max_abs_value) or self.trainer.generator_problem()
+            if problem:
+                log.warning(
+                    "Round %d: the server step is rolled back (%s); the aggregated adapters stay", server_round, problem
+                )
+                rejected.append({"stage": "server_step", "reason": problem})
+                self.trainer.restore(before)
+                report = RoundReport()
+            else:
+                state = stepped
+        if rejected:
+            self.metrics_log.write(server_round, "rejected", rejected=rejected)
         self.state = state
 
         ckpt = self._maybe_checkpoint(server_round, report)
-        metrics: dict[str, Scalar] = {"num_updates": len(updates), "dropped": len(dropped), "failures": len(failures)}
+        whole = [d for d in dropped if "part" not in d]  # the rest: adapters dropped, statistics used
+        metrics: dict[str, Scalar] = {"num_updates": len(updates), "dropped": len(whole), "failures": len(failures)}
+        if len(whole) < len(dropped):
+            metrics["adapters_dropped"] = len(dropped) - len(whole)
         if report.generator_loss is not None:
             metrics["generator_loss"] = report.generator_loss
         if report.finetune_loss is not None:
@@ -238,7 +277,7 @@ class FedA2VStrategy(FedAvg):
             server_round,
             self.num_rounds,
             ok=len(updates),
-            failed=len(failures) + len(dropped),
+            failed=len(failures) + len(whole),
             client_loss=float(np.mean(client_losses)) if client_losses else None,
             generator_loss=report.generator_loss,
             finetune_loss=report.finetune_loss,
@@ -251,53 +290,6 @@ class FedA2VStrategy(FedAvg):
         if server_round == self.last_round:
             self._write_plots(embeddings=True)
         return ndarrays_to_parameters([state[k] for k in self.adapter_keys]), metrics
-
-    def _decode_replies(self, results: list[tuple[ClientProxy, FitRes]]) -> tuple[list[ClientUpdate], list[dict]]:
-        shapes = {k: v.shape for k, v in self.state.items()}
-        updates, dropped = [], []
-        for proxy, res in results:
-            pid = res.metrics.get("partition_id", "?")
-            try:
-                if res.status.code != Code.OK:
-                    raise PayloadError(f"status {res.status.code.name}: {res.status.message}")
-                adapters, stats = decode_update(
-                    parameters_to_ndarrays(res.parameters),
-                    res.metrics.get("manifest"),
-                    adapter_shapes=shapes,
-                    known_classes=self.classes,
-                    slot_shapes=self.slot_shapes,
-                )
-                if res.num_examples < 1:
-                    raise PayloadError(f"num_examples is {res.num_examples}")
-                pid = int(pid)
-                foreign = sorted(set(stats) - self._owned_classes(pid))
-                if foreign:
-                    raise PayloadError(f"statistics for classes {foreign} that partition {pid} does not hold")
-                if any(u.partition_id == pid for u in updates):
-                    raise PayloadError(f"a second reply for partition {pid} (partition ids must be unique)")
-            except (PayloadError, ValueError, TypeError) as err:
-                log.warning("Dropped the reply of node %s (partition %s): %s", proxy.cid, pid, err)
-                dropped.append({"node": str(proxy.cid), "partition_id": str(pid), "reason": str(err)})
-                continue
-            metrics = {k: v for k, v in res.metrics.items() if k != "manifest"}
-            updates.append(ClientUpdate(pid, res.num_examples, adapters, stats, metrics))
-        return updates, dropped
-
-    def _owned_classes(self, partition_id: int) -> set[str]:
-        """The classes a partition may report: its by-class share (computed from the config and
-        the dataset index, once); any federation class under clip-level partitionings, whose
-        assignment only the nodes compute."""
-        num_clients = self.config.federation.num_clients
-        if not 0 <= partition_id < num_clients:
-            raise PayloadError(f"partition id {partition_id} is outside 0..{num_clients - 1}")
-        if self.config.data.partitioning != "by_class":
-            return set(self.classes)
-        if partition_id not in self._owned:
-            try:
-                self._owned[partition_id] = set(partition_classes(self.config, partition_id, num_clients))
-            except DatasetError:  # no copy of the data on this server: the nodes' claims stand
-                self._owned[partition_id] = set(self.classes)
-        return self._owned[partition_id]
 
     # ---- logging -------------------------------------------------------------------------------
     def _log_fit(
@@ -392,20 +384,24 @@ class FedA2VStrategy(FedAvg):
         failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
     ) -> tuple[float | None, dict[str, Scalar]]:
         server_round += self.round_offset
-        if not results:
+        evaluations, dropped = self.replies.evaluations(results)
+        if not evaluations:
             self._elapsed("evaluate", server_round)
+            if dropped:
+                self.metrics_log.write(server_round, "evaluate", failures=len(failures), dropped=dropped)
             if self._round_line:
-                log.info("%s | top-1 n/a (%d evaluation failures)", self._round_line, len(failures))
+                log.info("%s | top-1 n/a (%d evaluation failures)", self._round_line, len(failures) + len(dropped))
                 self._round_line = ""
             return None, {}
-        metrics: dict[str, Scalar] = {**weighted_split_metrics([r.metrics for _, r in results])}
-        metrics.update(self._image_scores(server_round, [r.metrics for _, r in results]))
+        metrics: dict[str, Scalar] = {**weighted_split_metrics(evaluations)}
+        metrics.update(self._image_scores(server_round, evaluations))
         loss = metrics.get("test_mse")
         self.metrics_log.write(
             server_round,
             "evaluate",
             **metrics,
             failures=len(failures),
+            **({"dropped": dropped} if dropped else {}),
             evaluate_round_s=self._elapsed("evaluate", server_round),
         )
         log.info(
@@ -464,6 +460,19 @@ class FedA2VStrategy(FedAvg):
             return
         log.info("Plots: %s", ", ".join(p.name for p in written))
 
+    def _note_missing(self, server_round: int) -> None:
+        """``summary.json``'s ``missing_partitions``: the ones drawn this session that never
+        contributed a valid update; at the last round a warning names them."""
+        missing = sorted(self.drawn - self.contributed)
+        self.summary["missing_partitions"] = missing
+        self.write_summary()
+        if missing and server_round == self.last_round:
+            log.warning(
+                "Partitions %s never contributed a valid update this run (see 'failures' and 'dropped' in "
+                "metrics.jsonl): the global model did not learn from their data",
+                missing,
+            )
+
     def write_summary(self) -> None:
         (self.run_dir / "summary.json").write_text(json.dumps(self.summary, indent=1, sort_keys=True))
 
@@ -483,6 +492,11 @@ def weighted_split_metrics(client_metrics: list[dict[str, Scalar]]) -> dict[str,
                 sum(w * float(m[key]) for w, m in zip(weights, client_metrics, strict=True) if key in m) / total
             )
     return result
+
+
+def _sat_out(res: FitRes) -> bool:
+    """A node that was not drawn this round (partial participation) says so instead of training."""
+    return isinstance(res.metrics, Mapping) and res.metrics.get("sat_out") == 1
 
 
 def _failure_reason(failure: tuple[ClientProxy, FitRes] | BaseException) -> str:

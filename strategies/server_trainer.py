@@ -412,6 +412,26 @@ class ServerGeneratorTrainer:
         return torch.cat(parts).to(self.device)
 
     # ---- state -----------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """A copy of the server step's state (generators, optimizers, RNG), to roll a round back."""
+        return copy.deepcopy(self.state_dict())
+
+    def restore(self, snapshot: dict) -> None:
+        """Back to ``snapshot`` (from :meth:`snapshot`): a rejected round leaves no trace."""
+        self.learner, self.class_learners = None, {}
+        if self.holds_generator(snapshot):
+            self.load_generator(snapshot, source="the state before this round")
+        self.load_finetune_state(snapshot)
+
+    def generator_problem(self) -> str | None:
+        """Why the server generator(s) cannot be kept (non-finite weights), or None."""
+        learners = [self.learner] if self.learner is not None else list(self.class_learners.values())
+        for learner in learners:
+            for name, tensor in learner.model.state_dict().items():
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    return f"the server generator's {name} holds NaN or Inf"
+        return None
+
     def state_dict(self) -> dict:
         """Generator (class, args, weights, optimizers, epochs) + fine-tuning optimizer + RNG;
         per-class generators under ``generator_per_class`` ({class: the same fields})."""

@@ -35,8 +35,7 @@ from feda2v_flwr.training.generator_learner import GeneratorMismatchError
     [
         (
             {"federation": {"global_rounds": "three"}},
-            "federation.global_rounds: Input should be a valid integer, unable to parse string as an integer; "
-            "got 'three'",
+            "federation.global_rounds: Input should be a valid integer; got 'three'",
         ),
         (
             {"feda2v": {"generator_augmentation": "maybe"}},

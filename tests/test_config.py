@@ -30,8 +30,9 @@ def test_unknown_key_inside_a_node_section():
 
 
 def test_bad_value_names_key_path_and_allowed_values():
-    with pytest.raises(ConfigError, match=r"feda2v.adapter_aggregation_mode.*'avg', 'avg_unweighted', 'none' or 'kd'"):
-        validate_config({"feda2v": {"adapter_aggregation_mode": "median"}})
+    allowed = "'avg', 'avg_unweighted', 'none', 'kd', 'median' or 'trimmed_mean'"
+    with pytest.raises(ConfigError, match=rf"feda2v.adapter_aggregation_mode.*{allowed}"):
+        validate_config({"feda2v": {"adapter_aggregation_mode": "mean"}})
     with pytest.raises(ConfigError, match=r"federation.global_rounds"):
         validate_config({"federation": {"global_rounds": 0}})
 
@@ -83,10 +84,29 @@ def test_a_rule_across_keys_is_reported_as_a_sentence_without_pydantic_wording()
 
 def test_values_python_cannot_read_as_json_stay_text_and_deep_nesting_is_refused():
     assert parse_overrides("training.seed=" + "9" * 5000) == {"training.seed": "9" * 5000}
-    with pytest.raises(ConfigError, match="training.seed: Unable to parse input string as an integer"):
+    with pytest.raises(ConfigError, match="training.seed: Input should be a valid integer; got '99999"):
         load_config("configs/default.json", "training.seed=" + "9" * 5000)
     deep: list = []
     for _ in range(600):
         deep = [deep]
     with pytest.raises(ConfigError, match="nests objects and lists more than 32 levels deep"):
         validate_config({"data": {"classes": deep}})
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"federation": {"global_rounds": True}},
+            "federation.global_rounds: Input should be a valid integer; got True",
+        ),
+        ({"federation": {"global_rounds": 3.0}}, "federation.global_rounds: Input should be a valid integer; got 3.0"),
+        ({"feda2v": {"use_generator": "yes"}}, "feda2v.use_generator: Input should be a valid boolean; got 'yes'"),
+        ({"nodes": {"7": {}}}, "nodes ['7'] are not partition ids of this federation (0..1"),
+        ({"nodes": {"one": {}}}, "nodes ['one'] are not partition ids"),
+    ],
+)
+def test_types_are_strict_and_node_keys_are_partition_ids(raw, message):
+    with pytest.raises(ConfigError) as err:
+        validate_config({**raw, "federation": {"num_clients": 2, **raw.get("federation", {})}})
+    assert message in str(err.value)

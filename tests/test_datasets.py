@@ -463,3 +463,32 @@ def test_local_partitioning_uses_each_nodes_own_folder_under_one_label_order(fol
         load_partition(stranger, 0, 2)
     with pytest.raises(ConfigError, match="needs data.classes to name every class"):
         tiny_config(**folder(folder_root, partitioning="local", classes=None))
+
+
+def test_mp3_clips_are_read_and_a_truncated_wav_is_skipped(folder_root, caplog, propagating_logs):
+    rate = 22050
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)
+    for number in range(2):
+        soundfile.write(folder_root / "bell" / f"tone{number}.mp3", tone, rate, format="MP3")
+    truncated = folder_root / "bell" / "cut.wav"
+    soundfile.write(truncated, tone[:8], rate)  # 8 samples: a broken download, not a clip
+    with caplog.at_level(logging.INFO, logger="feda2v_flwr"):
+        data = load_partition(tiny_config(**folder(folder_root)), 0, 1)
+    sources = {c.source.name for split in data.splits.values() for c in split if c.class_name == "bell"}
+    assert {"tone0.mp3", "tone1.mp3"} <= sources and "cut.wav" not in sources
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(truncated) in warning and "8 samples (0.4 ms), shorter than 0.05 s" in warning
+    mp3 = next(c for split in data.splits.values() for c in split if c.source.suffix == ".mp3")
+    wave = mp3.load()
+    assert wave.shape == (16000,) and np.abs(wave).max() > 0.1  # resampled to 16 kHz, cut to 1 s
+
+
+def test_clips_much_shorter_than_clip_seconds_get_one_warning_with_the_padding(folder_root, caplog, propagating_logs):
+    with caplog.at_level(logging.INFO, logger="feda2v_flwr"):
+        load_partition(tiny_config(**folder(folder_root, clip_seconds=5.0)), 0, 1)  # the clips last 1 s
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "clips last 1.00 s (median of 24) but data.clip_seconds is 5.0: about 80 % of each clip" in warning
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="feda2v_flwr"):
+        load_partition(tiny_config(**folder(folder_root, clip_seconds=1.0)), 0, 1)
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -132,6 +132,18 @@ def test_dry_run_prints_the_flower_command(tmp_path, capsys):
     assert deploy_main(["superlink", "--certs", str(tmp_path / "missing"), "--dry-run"]) == 2
 
 
+def test_plain_http_beyond_loopback_must_be_asked_for_and_tls_without_node_auth_warns(tmp_path, capsys):
+    assert deploy_main(["superlink", "--dry-run"]) == 2  # 0.0.0.0 by default
+    assert "give --certs DIR (TLS" in capsys.readouterr().err
+    assert deploy_main(["superlink", "--host", "127.0.0.1", "--dry-run"]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+    assert deploy_main(["superlink", "--insecure", "--dry-run"]) == 0
+    assert "WARNING: plain HTTP on 0.0.0.0:9091 (--insecure)" in capsys.readouterr().err
+    make_certificates(tmp_path / "certs", names=["127.0.0.1"], nodes=1)
+    assert deploy_main(["superlink", "--certs", str(tmp_path / "certs"), "--dry-run"]) == 0
+    assert "WARNING: TLS without --node-auth" in capsys.readouterr().err
+
+
 def test_supernode_refuses_missing_local_files(tmp_path, capsys):
     base = ["supernode", "--superlink", "h:9091", "--partition-id", "0", "--num-partitions", "2", "--dry-run"]
     assert deploy_main([*base, "--data-dir", str(tmp_path / "absent")]) == 2

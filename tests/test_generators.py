@@ -226,6 +226,7 @@ def test_generator_plans_for_every_granularity_and_node_override():
     assert generator_plan(grouped, 0, classes) == {"group_animals": ["dog"], "group_other": ["rain", "siren"]}
     nodes = tiny_config(
         feda2v={"generator_granularity": "per_class"},
+        federation={"num_clients": 3},
         nodes={"1": {"generator_train_classes": ["rain"]}, "2": {"generator_class_group": "city"}},
     )
     assert generator_plan(nodes, 1, classes) == {"class_rain": ["rain"]}

@@ -8,6 +8,7 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from PIL import Image
 
 from conftest import FakeClientProxy, tiny_config
+from feda2v_flwr.reporting import plots
 from feda2v_flwr.reporting.plots import EMBEDDINGS_FILE, pca_2d, write_run_plots
 from feda2v_flwr.server_app import build_strategy
 from feda2v_flwr.training.task import ClientTask
@@ -69,3 +70,17 @@ def test_without_a_server_generator_there_is_no_embedding_plot(tmp_path, cache_d
     _last_round(tmp_path, cache_dir, use_generator=False)
     names = {p.name for p in (tmp_path / "run" / "plots").glob("*.png")}
     assert names == PLOTS - {"embeddings_pca.png"}
+
+
+def test_a_plot_with_nothing_to_draw_says_why_on_its_face(tmp_path, monkeypatch):
+    said = []
+    original = plots._say_why_empty
+    monkeypatch.setattr(plots, "_say_why_empty", lambda fig, reason: said.append(reason) or original(fig, reason))
+    generator_only = [{"round": 1, "phase": "generator", "loss": 0.5}, {"round": 1, "phase": "fit"}]
+    plots.plot_generator_validation(generator_only, tmp_path / "validation.png")
+    plots.plot_generator_validation([], tmp_path / "none.png")
+    plots.plot_evaluation([], tmp_path / "evaluation.png")
+    assert said[0].startswith("the generator was never validated: no class had val clips")
+    assert said[1].startswith("no server generator in this run")
+    assert said[2].startswith("no evaluation with test clips in this run")
+    assert all((tmp_path / name).stat().st_size > 0 for name in ("validation.png", "none.png", "evaluation.png"))

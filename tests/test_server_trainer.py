@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -5,6 +7,7 @@ import torch
 from conftest import tiny_config
 from feda2v_flwr.encoders import PROFILE_SLOTS
 from feda2v_flwr.training.adapters import build_model
+from feda2v_flwr.training.generator_learner import GeneratorMismatchError
 from feda2v_flwr.training.statistics import ClassStats
 from strategies.server_trainer import ClassSummary, RoundReport, ServerGeneratorTrainer
 
@@ -216,3 +219,23 @@ def test_fine_tuning_rows_are_at_the_output_length_real_means_resized():
 def test_gaussian_generator_type_is_refused_where_it_cannot_work():
     with pytest.raises(ValueError, match="server's sampling baseline"):
         tiny_config(feda2v={"generator_type": "gaussian", "generator_training_mode": True})
+
+
+@pytest.mark.parametrize(
+    ("other", "words"),
+    [
+        ({"generator_hidden_dim": 32}, "ConditionedVAEGenerator with hidden_dim 64 (config: 32)"),
+        ({"vae_arch": "tokenwise"}, "vae_arch 'tokenwise', generator_*_dim) asks for a TokenwiseVAEGenerator"),
+        ({"generator_latent_dim": 4}, "latent_dim 8 (config: 4)"),
+    ],
+)
+def test_a_saved_generator_of_another_architecture_is_refused_naming_the_keys(other, words):
+    trainer, state = _trainer()
+    trainer.run_round(1, state, _fixed_stats())
+    saved = trainer.state_dict()
+    mismatched, _ = _trainer(**other)
+    with pytest.raises(GeneratorMismatchError, match=re.escape(words)):
+        mismatched.load_generator(saved, source="server_generator_round_1.pt")
+    same, _ = _trainer()
+    same.load_generator(saved, source="server_generator_round_1.pt")
+    assert same.learner.epochs_done == trainer.learner.epochs_done

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -25,7 +27,7 @@ def _strategy(tmp_path, cache_dir, name="run", **feda2v):
     return build_strategy(config, tmp_path / name)
 
 
-def _replies(strategy, cache_dir, examples=None):
+def _replies(strategy, cache_dir):
     """Real client updates from both partitions, as Flower FitRes."""
     arrays = parameters_to_ndarrays(strategy.initial_parameters)
     replies = []
@@ -34,7 +36,7 @@ def _replies(strategy, cache_dir, examples=None):
         res = FitRes(
             Status(Code.OK, "ok"),
             ndarrays_to_parameters(outcome.arrays),
-            examples[pid] if examples else outcome.num_examples,
+            outcome.num_examples,
             outcome.metrics,
         )
         replies.append((FakeClientProxy(str(pid)), res))
@@ -49,15 +51,26 @@ PLAIN = dict(use_generator=False, global_model_train_from_nodes_adapters=False)
 
 
 def test_weighted_and_unweighted_aggregation_match_numpy(tmp_path, cache_dir):
-    strategy = _strategy(tmp_path, cache_dir, **PLAIN)
-    replies = _replies(strategy, cache_dir, examples=[10, 30])
+    # node 1 keeps half of its clips for training, node 0 seven in ten: unequal weights
+    config = tiny_config(feda2v=PLAIN, data={"cache_dir": str(cache_dir)}, nodes={"1": {"train_ratio": 0.5}})
+    strategy = build_strategy(config, tmp_path / "run")
+    replies = _replies(strategy, cache_dir)
+    weights = [r.num_examples for _, r in replies]
+    assert weights == [14, 10]
     n = len(strategy.adapter_keys)  # replies carry adapters first, then statistics
     client_arrays = [parameters_to_ndarrays(r.parameters)[:n] for _, r in replies]
     weighted, _ = strategy.aggregate_fit(1, replies, [])
     for got, a, b in zip(_adapters(weighted), *client_arrays, strict=True):
-        np.testing.assert_allclose(got, np.average([a, b], axis=0, weights=[10, 30]), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(got, np.average([a, b], axis=0, weights=weights), rtol=1e-6, atol=1e-7)
 
-    unweighted = _strategy(tmp_path, cache_dir, name="u", adapter_aggregation_mode="avg_unweighted", **PLAIN)
+    unweighted = build_strategy(
+        tiny_config(
+            feda2v={**PLAIN, "adapter_aggregation_mode": "avg_unweighted"},
+            data={"cache_dir": str(cache_dir)},
+            nodes={"1": {"train_ratio": 0.5}},
+        ),
+        tmp_path / "u",
+    )
     params, _ = unweighted.aggregate_fit(1, replies, [])
     for got, a, b in zip(_adapters(params), *client_arrays, strict=True):
         np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6, atol=1e-7)
@@ -71,26 +84,53 @@ def test_replies_in_any_order_give_bitwise_identical_results(tmp_path, cache_dir
         np.testing.assert_array_equal(x, y)
 
 
-def test_a_nan_reply_is_dropped_and_the_round_goes_on(tmp_path, cache_dir):
+def test_nan_adapters_are_dropped_their_statistics_kept_and_the_round_goes_on(tmp_path, cache_dir):
     strategy = _strategy(tmp_path, cache_dir, **PLAIN)
     good, bad = _replies(strategy, cache_dir)
     arrays = parameters_to_ndarrays(bad[1].parameters)
     arrays[0] = arrays[0] * np.nan
     bad[1].parameters = ndarrays_to_parameters(arrays)
     params, metrics = strategy.aggregate_fit(1, [good, bad], [RuntimeError("node crashed")])
-    assert metrics["num_updates"] == 1 and metrics["dropped"] == 1
+    assert (metrics["num_updates"], metrics["dropped"], metrics["adapters_dropped"]) == (2, 0, 1)
     expected_arrays = parameters_to_ndarrays(good[1].parameters)[: len(strategy.adapter_keys)]
     for got, expected in zip(_adapters(params), expected_arrays, strict=True):
-        np.testing.assert_array_equal(got, expected)  # only the good reply entered the average
+        np.testing.assert_array_equal(got, expected)  # only the good reply's adapters entered the average
     fit_line = next(m for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if m["phase"] == "fit")
-    assert "NaN" in fit_line["dropped"][0]["reason"] and "node crashed" in fit_line["failures"][0]
+    (dropped,) = fit_line["dropped"]
+    assert dropped["part"] == "adapters" and dropped["partition_id"] == "1"
+    assert dropped["reason"].startswith("adapters dropped, class statistics kept: ") and "NaN" in dropped["reason"]
+    assert sorted(fit_line["clients"]) == ["0", "1"] and "node crashed" in fit_line["failures"][0]
+    bad_stats = parameters_to_ndarrays(bad[1].parameters)
+    bad_stats[-1] = bad_stats[-1] * np.nan  # a statistic, not an adapter: the whole reply goes
+    bad[1].parameters = ndarrays_to_parameters(bad_stats)
+    _, metrics = _strategy(tmp_path, cache_dir, name="stats", **PLAIN).aggregate_fit(1, [good, bad], [])
+    assert (metrics["num_updates"], metrics["dropped"]) == (1, 1) and "adapters_dropped" not in metrics
 
 
-def test_a_second_reply_for_the_same_partition_is_dropped(tmp_path, cache_dir):
+def test_two_replies_for_one_partition_are_both_dropped_whatever_their_order(tmp_path, cache_dir):
     strategy = _strategy(tmp_path, cache_dir, **PLAIN)
-    first, _ = _replies(strategy, cache_dir)
-    _, metrics = strategy.aggregate_fit(1, [first, first], [])
-    assert metrics["num_updates"] == 1 and metrics["dropped"] == 1
+    first, second = _replies(strategy, cache_dir)
+    impostor = (FakeClientProxy("intruder"), first[1])  # claims partition 0 too, from another node
+    for order, name in (([impostor, first, second], "a"), ([second, first, impostor], "b")):
+        strategy = _strategy(tmp_path, cache_dir, name=name, **PLAIN)
+        _, metrics = strategy.aggregate_fit(1, order, [])
+        assert metrics["num_updates"] == 1 and metrics["dropped"] == 2
+        reasons = {d["reason"] for d in read_metrics(tmp_path / name / "metrics.jsonl")[0]["dropped"]}
+        assert reasons == {"2 replies from nodes 0, intruder claim partition 0: none is used"}
+
+
+def test_once_bound_a_partition_refuses_another_node_while_its_own_is_connected(tmp_path, cache_dir):
+    strategy = _strategy(tmp_path, cache_dir, **PLAIN)
+    first, second = _replies(strategy, cache_dir)
+    strategy.replies.connected = {"0", "1"}
+    assert strategy.aggregate_fit(1, [first, second], [])[1]["num_updates"] == 2
+    impostor = (FakeClientProxy("intruder"), first[1])
+    strategy.replies.connected = {"0", "1", "intruder"}
+    _, metrics = strategy.aggregate_fit(2, [impostor, second], [])  # arrives first, node 0 is slow
+    assert metrics["num_updates"] == 1
+    fits = [m for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if m["phase"] == "fit"]
+    assert fits[-1]["dropped"][0]["reason"] == "partition 0 belongs to node 0, which is still connected"
+    assert list(fits[-1]["clients"]) == ["1"]
 
 
 def test_statistics_of_classes_a_node_does_not_hold_are_dropped(tmp_path, cache_dir):
@@ -102,7 +142,7 @@ def test_statistics_of_classes_a_node_does_not_hold_are_dropped(tmp_path, cache_
     assert params is None and metrics == {"skipped": 1}
     reasons = read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]["dropped"]
     assert "statistics for classes ['dog', 'siren'] that partition 1 does not hold" in reasons[0]["reason"]
-    assert "partition id 7 is outside 0..1" in reasons[1]["reason"]
+    assert reasons[1]["reason"] == "partition_id is 7, expected an integer in 0..1"
 
 
 def test_too_few_valid_replies_skip_the_round_not_the_run(tmp_path, cache_dir):
@@ -242,7 +282,8 @@ def test_the_summary_line_waits_for_the_rounds_evaluation(tmp_path, cache_dir, c
     with caplog.at_level("INFO", logger="strategies.feda2v"):
         strategy.aggregate_fit(1, _replies(strategy, cache_dir), [])
         assert not [r for r in caplog.records if r.getMessage().startswith("Round 1/")]
-        result = EvaluateRes(Status(Code.OK, "ok"), 0.5, 4, {"test_examples": 4, "test_retrieval_top1": 0.75})
+        metrics = {"partition_id": 0, "val_examples": 0, "test_examples": 4, "test_retrieval_top1": 0.75}
+        result = EvaluateRes(Status(Code.OK, "ok"), 0.5, 4, metrics)
         strategy.aggregate_evaluate(1, [(FakeClientProxy("0"), result)], [])
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Round 1/")]
     assert line.endswith("| top-1 0.750")
@@ -253,3 +294,35 @@ def test_classes_per_node_that_cannot_cover_the_classes_fails_before_training(tm
     with pytest.raises(ConfigError, match="classes_per_node = 1 with 2 nodes cannot cover the 4 classes"):
         build_strategy(config, tmp_path / "uncovered")
     assert not (tmp_path / "uncovered" / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "feda2v", [{}, {"use_cls_token_only": True}, {"statistics_sequence_length": 3}], ids=["full", "cls", "pooled"]
+)
+def test_the_server_expects_the_statistics_shape_the_nodes_send(tmp_path, cache_dir, feda2v):
+    strategy = _strategy(tmp_path, cache_dir, **PLAIN, **feda2v)
+    (_, reply), _ = _replies(strategy, cache_dir)
+    manifest = json.loads(reply.metrics["manifest"])
+    sent = {tuple(e["shape"]) for e in manifest if e["name"].endswith(("/audio_mean", "/audio_std"))}
+    assert sent == {strategy.replies.expected.statistics_shape}
+    assert strategy.aggregate_fit(1, _replies(strategy, cache_dir), [])[1]["num_updates"] == 2
+
+
+def test_a_node_with_its_own_token_choice_needs_one_statistics_length():
+    with pytest.raises(ConfigError, match="set feda2v.statistics_sequence_length"):
+        tiny_config(nodes={"1": {"use_cls_token_only": True}})
+    tiny_config(nodes={"1": {"use_cls_token_only": True}}, feda2v={"statistics_sequence_length": 1})
+
+
+def test_partitions_that_never_contribute_are_named_in_the_summary(tmp_path, cache_dir, caplog):
+    strategy = _strategy(tmp_path, cache_dir, **PLAIN)  # 2 rounds
+    first, second = _replies(strategy, cache_dir)
+    strategy.aggregate_fit(1, [second], [RuntimeError("node 0 crashed")])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["missing_partitions"] == [0]
+    with caplog.at_level("WARNING", logger="strategies.feda2v"):
+        strategy.aggregate_fit(2, [second], [RuntimeError("node 0 crashed")])
+    assert any("Partitions [0] never contributed a valid update" in r.getMessage() for r in caplog.records)
+    other = _strategy(tmp_path, cache_dir, name="both", **PLAIN)
+    other.aggregate_fit(1, [first, second], [])
+    assert json.loads((tmp_path / "both" / "summary.json").read_text())["missing_partitions"] == []

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, strict=True)
 
 
 class MelPatchSettings(_Section):
@@ -84,7 +84,10 @@ class FedA2VSettings(_Section):
     # Precision of the arrays sent each round (adapters both ways, class statistics up); the server
     # aggregates in float32. float16 halves the bytes; values beyond +-65504 fail validation.
     transfer_dtype: Literal["float32", "float16"] = "float32"
-    adapter_aggregation_mode: Literal["avg", "avg_unweighted", "none", "kd"] = "avg"
+    # avg, avg_unweighted, none (standalone), kd; robust to a few hostile nodes: median
+    # (coordinate-wise) and trimmed_mean (coordinate-wise, trim_fraction cut at each end).
+    adapter_aggregation_mode: Literal["avg", "avg_unweighted", "none", "kd", "median", "trimmed_mean"] = "avg"
+    trim_fraction: float = Field(0.2, ge=0, lt=0.5)
     # kd: distil the global adapters from the clients' adapters on the server generator's samples.
     kd_training_epochs: int = Field(10, ge=1)
     kd_learning_rate: float = Field(1e-3, gt=0)
@@ -191,6 +194,11 @@ class FederationSettings(_Section):
     # Seconds the server waits before its first round for exactly num_clients nodes; then the run
     # fails with a message naming both numbers (Flower alone would wait silently for a day).
     node_wait_timeout: float = Field(15.0, gt=0)
+    # The largest magnitude a value of a node's tensors (adapters, statistics) or of the global
+    # adapters may have: larger ones drop the reply, or roll the round's global state back.
+    max_abs_value: float = Field(1e6, gt=0)
+    # feda2v-sim exits 3 when a node never contributed a valid update, unless this is true.
+    allow_missing_nodes: bool = False
     # Partial participation: this many partitions train each round, drawn from (seed, round) by
     # partition id (reproducible); the others sit the round out. None: all of them.
     clients_per_round: int | None = Field(None, ge=1)
@@ -221,8 +229,9 @@ class NodeSettings(_Section):
     val_ratio: float | None = Field(None, ge=0, lt=1)
     split_seed: int | None = Field(None, ge=0, lt=2**32)
     max_clips_per_class: int | None = Field(None, ge=1)  # None: data.max_clips_per_class
-    # Fault-tolerance drills: this node raises in every fit ("raise") or sends NaN ("nan").
-    simulate_fault: Literal["raise", "nan"] | None = None
+    # Fault-tolerance drills: this node raises in every fit ("raise"), sends NaN ("nan"), or
+    # poisons: its adapters all 1e30 ("huge", finite in float32).
+    simulate_fault: Literal["raise", "nan", "huge"] | None = None
     # Client generator overrides for this node.
     generator_granularity: Literal["unified", "per_class", "per_group"] | None = None
     generator_train_classes: list[str] | None = None
@@ -347,6 +356,29 @@ class ExperimentConfig(_Section):
         return self.nodes.get(str(partition_id), NodeSettings())
 
     @model_validator(mode="after")
+    def _nodes_are_partitions(self) -> ExperimentConfig:
+        count = self.federation.num_clients
+        unknown = [key for key in self.nodes if not (key.isdigit() and int(key) < count)]
+        if unknown:
+            raise ValueError(
+                f"nodes {unknown} are not partition ids of this federation (0..{count - 1}, "
+                f"federation.num_clients {count}): fix the key or the node count"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_statistics_length(self) -> ExperimentConfig:
+        f = self.feda2v
+        own = [pid for pid, n in self.nodes.items() if n.use_cls_token_only not in (None, f.use_cls_token_only)]
+        if own and f.statistics_sequence_length is None:
+            raise ValueError(
+                f"nodes {own} set use_cls_token_only unlike feda2v.use_cls_token_only, so their class statistics "
+                "would have another token length than the others': set feda2v.statistics_sequence_length "
+                "(e.g. 1) so every node sends one length"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _class_choices_need_by_class(self) -> ExperimentConfig:
         if self.images.every_rounds and self.feda2v.target_profile == "minilm":
             raise ValueError(
@@ -383,3 +415,25 @@ class ExperimentConfig(_Section):
                 "dataset synthesises data.clips_per_class clips per class: remove it or use a dataset on disk"
             )
         return self
+
+
+def unused_settings(config: ExperimentConfig) -> list[str]:
+    """Keys the config sets that this run never reads (they do not apply to its dataset,
+    partitioning or split), each as a sentence; callers warn once per key."""
+    data, chosen = config.data, config.data.model_fields_set
+    applies = {
+        "clips_per_class": (data.dataset == "procedural", "the procedural dataset, which synthesises its clips"),
+        "dirichlet_alpha": (data.partitioning == "dirichlet", "data.partitioning 'dirichlet'"),
+        "min_clips_per_node": (data.partitioning == "dirichlet", "data.partitioning 'dirichlet'"),
+        "classes_per_node": (data.partitioning == "classes_per_node", "data.partitioning 'classes_per_node'"),
+        "train_folds": (data.split_by == "folds", "data.split_by 'folds'"),
+        "val_folds": (data.split_by == "folds", "data.split_by 'folds'"),
+        "test_folds": (data.split_by == "folds", "data.split_by 'folds'"),
+        "train_ratio": (data.split_by == "ratio", "data.split_by 'ratio'"),
+    }
+    return [
+        f"data.{key} is set but only applies to {where}; this run ({data.dataset}, partitioning {data.partitioning}, "
+        f"split_by {data.split_by}) ignores it"
+        for key, (used, where) in applies.items()
+        if key in chosen and not used
+    ]

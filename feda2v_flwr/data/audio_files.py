@@ -10,7 +10,9 @@ import numpy as np
 import soundfile
 from scipy.signal import resample_poly
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")  # what libsndfile (>= 1.1, in soundfile's wheels) reads
+# Shorter files are skipped as broken (a truncated WAV of 8 samples would be 5 s of zero padding).
+MIN_CLIP_SECONDS = 0.05
 EMBEDDING_EXTENSION = ".npy"
 # Part of every file clip's identity: bump it when reading changes what a clip's wave is,
 # so cached embeddings of the old waves are not reused.
@@ -18,21 +20,24 @@ READER_VERSION = "audio-reader-v1"
 EMBEDDING_READER_VERSION = "embedding-reader-v1"
 
 
-def audio_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be read as audio, or ``None`` when it can.
+def audio_problem(path: Path) -> tuple[str | None, float]:
+    """(why ``path`` cannot be read as audio or ``None`` when it can, its duration in seconds).
 
     Reads the header only (cheap), so a partition can leave unreadable files out before any
     clip is decoded.
     """
     if not path.is_file():
-        return "the file does not exist"
+        return "the file does not exist", 0.0
     try:
         info = soundfile.info(str(path))
     except (soundfile.LibsndfileError, RuntimeError, OSError) as err:
-        return f"not a readable audio file ({err})"
+        return f"not a readable audio file ({err})", 0.0
     if info.frames <= 0 or info.samplerate <= 0:
-        return "the file holds no audio frames"
-    return None
+        return "the file holds no audio frames", 0.0
+    seconds = info.frames / info.samplerate
+    if seconds < MIN_CLIP_SECONDS:
+        return f"{info.frames} samples ({seconds * 1000:.1f} ms), shorter than {MIN_CLIP_SECONDS} s", seconds
+    return None, seconds
 
 
 def embedding_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:

@@ -39,7 +39,7 @@ LAYOUTS = {  # what data.root must hold, for error messages
         "the official vggsound.csv (rows youtube_id,start_seconds,label,split with split train or test) and "
         "the clips as <root>/<split>/audios/<youtube_id>_<start_seconds, 6 digits>.wav (or .flac)"
     ),
-    "audiofolder": "one sub-folder of .wav/.flac/.ogg files per class (<root>/<class name>/*.wav)",
+    "audiofolder": "one sub-folder of .wav/.flac/.ogg/.mp3 files per class (<root>/<class name>/*.wav)",
     "precomputed": (
         "one sub-folder of .npy files per class (<root>/<class name>/*.npy), each a float array (T, D) "
         "of the same shape"

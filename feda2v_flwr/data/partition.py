@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import logging
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -64,6 +65,17 @@ def federation_classes(config: ExperimentConfig) -> list[str]:
     if config.data.partitioning == "local":
         return list(dict.fromkeys(str(c) for c in config.data.classes or []))
     return _federation_classes(config.data, index_dataset(config.data))
+
+
+def class_sizes(config: ExperimentConfig) -> dict[str, int]:
+    """Clips of each federation class in the dataset (before any split): the most a node can
+    hold of it. ``DatasetError`` when this machine has no copy of the data."""
+    index = index_dataset(config.data)
+    classes = _federation_classes(config.data, index)
+    if index.name == "procedural":
+        return dict.fromkeys(classes, config.data.clips_per_class)
+    counts = Counter(file.class_name for file in index.files)
+    return {name: counts[name] for name in classes}
 
 
 def partition_classes(config: ExperimentConfig, partition_id: int, num_partitions: int) -> list[str]:
@@ -292,6 +304,7 @@ def _file_splits(
             candidates[file.class_name].append(file)
     splits: dict[str, list[Clip]] = {name: [] for name in SPLITS}
     skipped = 0
+    durations: list[float] = []
     for class_name, group in candidates.items():
         cap = data.max_clips_per_class
         order = range(len(group)) if cap is None else capped_order(class_name, len(group), data)
@@ -299,9 +312,11 @@ def _file_splits(
         for position in order:
             if cap is not None and len(kept) == cap:
                 break
-            problem = _file_problem(group[position], index)
+            problem, seconds = _file_problem(group[position], index)
             if problem is None:
                 kept.append(position)
+                if seconds is not None:
+                    durations.append(seconds)
             else:
                 log.warning("Node %d: skipping %s: %s", partition_id, group[position].path, problem)
                 skipped += 1
@@ -317,21 +332,42 @@ def _file_splits(
         else:
             for split, indices in split_indices(class_name, len(readable), data).items():
                 splits[split] += [_file_clip(readable[i], data) for i in indices]
+    _warn_if_mostly_padding(durations, data.clip_seconds, partition_id)
     return splits, skipped
 
 
-def _file_problem(file: AudioFile, index: DatasetIndex) -> str | None:
-    """Why ``file`` cannot be used (it is then skipped), from its header only. A precomputed array
-    of another shape than the dataset's is a ``DatasetError``: the dataset must be fixed."""
+def _warn_if_mostly_padding(durations: list[float], clip_seconds: float, partition_id: int) -> None:
+    """One warning when a node's clips are much shorter than ``clip_seconds``: every clip is cut or
+    zero-padded to that length, so most of what the encoder sees would be silence."""
+    if not durations:
+        return
+    median = float(np.median(durations))
+    if median < 0.5 * clip_seconds:
+        log.warning(
+            "Node %d: its clips last %.2f s (median of %d) but data.clip_seconds is %.1f: about %.0f %% of each "
+            "clip is zero padding. Set data.clip_seconds near %.1f.",
+            partition_id,
+            median,
+            len(durations),
+            clip_seconds,
+            100 * (1 - median / clip_seconds),
+            median,
+        )
+
+
+def _file_problem(file: AudioFile, index: DatasetIndex) -> tuple[str | None, float | None]:
+    """(why ``file`` cannot be used, so it is skipped, or None; its duration in seconds, None for
+    embeddings), from its header only. A precomputed array of another shape than the dataset's is a
+    ``DatasetError``: the dataset must be fixed."""
     if index.embedding_shape is None:
         return audio_problem(file.path)
     try:
         shape, dtype = embedding_header(file.path)
     except ValueError as err:
-        return str(err)
+        return str(err), None
     if shape != index.embedding_shape or not np.issubdtype(dtype, np.floating):
         raise DatasetError(embedding_mismatch(file.path, shape, dtype, index))
-    return None
+    return None, None
 
 
 def _fold_splits(index: DatasetIndex, data: DataSettings) -> dict[int, str]:

@@ -1,7 +1,7 @@
 """``feda2v-deploy``: run FedA2V across machines with Flower's SuperLink and SuperNodes.
 
     feda2v-deploy certs --name <server address> --nodes N     CA, SuperLink certificate, node keys
-    feda2v-deploy superlink [--certs DIR] [--node-auth]        on the server machine
+    feda2v-deploy superlink [--certs DIR --node-auth | --insecure]   on the server machine
     feda2v-deploy register certs/nodes/node-0.pub --superlink HOST:PORT --ca certs/ca.crt
     feda2v-deploy supernode --superlink HOST:PORT --partition-id 0 --num-partitions N [--ca ... --key ...]
     feda2v-deploy run --superlink HOST:PORT [--ca certs/ca.crt] [--config ...] [--set ...]
@@ -72,9 +72,30 @@ def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
 def _superlink(args: argparse.Namespace) -> int:
     files = _certificates(args.certs)
     tls = Tls(files.ca, files.superlink_certificate, files.superlink_key) if files else None
+    if files is None and args.host not in LOOPBACK_HOSTS and not args.insecure:
+        raise ConfigError(
+            f"without --certs the SuperLink speaks plain HTTP, and --host {args.host} opens it to other machines: "
+            "give --certs DIR (TLS, from `feda2v-deploy certs`), or --insecure on a trusted private network, "
+            "or --host 127.0.0.1"
+        )
+    if files is None and args.host not in LOOPBACK_HOSTS:
+        print(
+            f"WARNING: plain HTTP on {args.host}:{args.port} (--insecure): anyone who reaches this port can read the "
+            "traffic, join as a SuperNode and submit runs that execute code; use it on a trusted network only",
+            file=sys.stderr,
+        )
+    elif files is not None and not args.node_auth:
+        print(
+            "WARNING: TLS without --node-auth: any SuperNode that reaches this port can join the federation; "
+            "register your nodes' keys and add --node-auth (see docs/deployment.md)",
+            file=sys.stderr,
+        )
     database = None
     if args.state_dir:
         Path(args.state_dir).mkdir(parents=True, exist_ok=True)
@@ -197,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     superlink.add_argument("--host", default="0.0.0.0", help="interface to listen on")
     superlink.add_argument("--port", type=int, default=DEFAULT_SUPERLINK_PORT)
     superlink.add_argument("--certs", help="folder from `feda2v-deploy certs` (TLS); without it: plain HTTP")
+    superlink.add_argument(
+        "--insecure", action="store_true", help="allow plain HTTP on a non-loopback --host (trusted networks only)"
+    )
     superlink.add_argument("--node-auth", action="store_true", help="accept only registered SuperNodes (needs --certs)")
     superlink.add_argument("--state-dir", help="keep runs and registered nodes in <dir>/state.db across restarts")
     superlink.add_argument("--isolation", choices=["subprocess", "process"], default="subprocess")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from feda2v_flwr.config.schema import ExperimentConfig
-from feda2v_flwr.encoders.ast import ASTEncoder, ast_config
+from feda2v_flwr.encoders.ast import ASTEncoder, ast_config, token_count
 from feda2v_flwr.encoders.cache import EmbeddingCache
 from feda2v_flwr.encoders.mel_patch import MelPatchEncoder
 from feda2v_flwr.encoders.precomputed import PrecomputedEncoder, precomputed_shape
@@ -40,6 +40,25 @@ def audio_embed_dim(config: ExperimentConfig) -> int:
     return f.mel_patch.embed_dim
 
 
+def audio_token_count(config: ExperimentConfig) -> int:
+    """Tokens per clip of the configured encoder (T of its (T, D) output), without loading weights."""
+    f, data = config.feda2v, config.data
+    if f.audio_encoder == "ast":
+        settings = ast_config(f.ast)
+        return token_count(settings, f.ast.max_length or int(settings.max_length))
+    if f.audio_encoder == "precomputed":
+        return precomputed_shape(data)[0]
+    return MelPatchEncoder(f.mel_patch, sample_rate=data.sample_rate, clip_seconds=data.clip_seconds).num_tokens
+
+
+def statistics_shape(config: ExperimentConfig) -> tuple[int, int]:
+    """(L, D) of the per-class audio means and stds every node sends: L is
+    ``statistics_sequence_length``, else the encoder's tokens (1 with ``use_cls_token_only``)."""
+    f = config.feda2v
+    length = f.statistics_sequence_length or (1 if f.use_cls_token_only else audio_token_count(config))
+    return length, audio_embed_dim(config)
+
+
 __all__ = [
     "PROFILE_SLOTS",
     "ASTEncoder",
@@ -50,7 +69,9 @@ __all__ = [
     "SlotSpec",
     "TextTargets",
     "audio_embed_dim",
+    "audio_token_count",
     "build_audio_encoder",
     "load_text_targets",
+    "statistics_shape",
     "target_slots",
 ]

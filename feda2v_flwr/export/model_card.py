@@ -143,6 +143,8 @@ def _training(config: ExperimentConfig, export: dict[str, Any]) -> str:
         "none": "none (standalone): each node keeps its own adapters; the global ones are the server's",
         "kd": f"the weighted average, distilled towards the nodes' adapters on server-generator samples "
         f"(epochs a round: {f.kd_training_epochs})",
+        "median": "the coordinate-wise median of the nodes' adapters",
+        "trimmed_mean": f"the coordinate-wise trimmed mean of the nodes' adapters (trim fraction {f.trim_fraction})",
     }[f.adapter_aggregation_mode]
     generator = "off"
     if f.use_generator and f.generator_type == "gaussian":

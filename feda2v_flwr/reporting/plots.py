@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -72,6 +73,12 @@ def plot_evaluation(metrics: list[dict], path: Path) -> Path:
         cosine.plot(*_series(evaluations, f"test_cosine_{slot}"), marker="o", label=slot)
     cosine.set(title="test cosine (adapter output vs target)", xlabel="round")
     _style(top1, cosine)
+    if not any("test_retrieval_top1" in m for m in evaluations):
+        _say_why_empty(
+            fig,
+            "no evaluation with test clips in this run (federation.eval_gap 0, every evaluation "
+            "failed, or no node had test clips)",
+        )
     return _save(fig, path)
 
 
@@ -85,8 +92,30 @@ def plot_generator_validation(metrics: list[dict], path: Path) -> Path:
     errors.set(title="generator validation: errors", xlabel="round")
     _style(similarity, errors)
     if not validations:
-        fig.suptitle("no server generator in this run")
+        trained = any(m["phase"] == "generator" for m in metrics)
+        _say_why_empty(
+            fig,
+            "the generator was never validated: no class had val clips (data.val_ratio), or no round was a "
+            "validation round (feda2v.generator_validation_frequency)"
+            if trained
+            else "no server generator in this run (feda2v.use_generator false or generator_type 'gaussian')",
+        )
     return _save(fig, path)
+
+
+def _say_why_empty(fig, reason: str) -> None:
+    """A plot with nothing to draw says so on its face (in every panel)."""
+    for ax in fig.axes:
+        ax.text(
+            0.5,
+            0.5,
+            textwrap.fill(reason, 48),
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=9,
+            bbox={"facecolor": "white", "edgecolor": "gray"},
+        )
 
 
 def pca_2d(points: np.ndarray) -> np.ndarray:

@@ -107,6 +107,22 @@ def _build(
     return ConditionedVAEGenerator(**flat_args, condition_slots=condition_slots), None
 
 
+def expected_architecture(f: FedA2VSettings, condition_slots: dict[str, list[int]]) -> tuple[str, dict[str, Any]]:
+    """The generator class and width arguments the config asks for (what ``_build`` makes), to
+    compare a loaded generator with, without building one."""
+    fusion = f.generator_fusion_dim if len(condition_slots) > 1 else None
+    widths: dict[str, Any] = {"latent_dim": f.generator_latent_dim, "hidden_dim": f.generator_hidden_dim}
+    if f.generator_type == "gan":
+        return "GANGenerator", {**widths, "fusion_dim": fusion}
+    if f.vae_arch == "tokenwise":
+        return "TokenwiseVAEGenerator", {**widths, "hidden_dim": f.generator_token_hidden_dim, "fusion_dim": fusion}
+    if not condition_slots:
+        return "VAEGenerator", widths
+    if fusion is not None:
+        return "MultiModalVAEGenerator", {**widths, "fusion_dim": fusion}
+    return "ConditionedVAEGenerator", widths
+
+
 class GeneratorLearner:
     """One generator with its optimizers, loss schedules and epoch counter."""
 
@@ -363,4 +379,14 @@ class GeneratorFactory:
             interpolation=f.generator_interpolation,
             source=source,
         )
+        name, widths = expected_architecture(f, self.condition_slots)
+        saved_args = state["generator_args"] or {}
+        differing = {key: (saved_args.get(key), value) for key, value in widths.items() if saved_args.get(key) != value}
+        if state["generator_class"] != name or differing:
+            settings = ", ".join(f"{key} {saved} (config: {wanted})" for key, (saved, wanted) in differing.items())
+            raise GeneratorMismatchError(
+                f"{source} holds a {state['generator_class']}{' with ' + settings if settings else ''}, but this "
+                f"run's config (generator_type '{f.generator_type}', vae_arch '{f.vae_arch}', generator_*_dim) "
+                f"asks for a {name}: set those keys to the checkpoint's, or do not load it"
+            )
         return learner

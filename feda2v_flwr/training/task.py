@@ -180,6 +180,8 @@ class ClientTask:
         arrays, manifest = encode_update(adapter_state, stats, cfg.feda2v.transfer_dtype)
         if fault == "nan":  # a corrupted reply, for fault-tolerance drills
             arrays[0] = np.full_like(arrays[0], np.nan)
+        if fault == "huge":  # a poisoning reply: every adapter value 1e30 (arrays start with the adapters)
+            arrays[: len(adapter_state)] = [np.full_like(a, 1e30) for a in arrays[: len(adapter_state)]]
         payload_bytes = int(sum(a.nbytes for a in arrays))
         metrics: dict[str, float | int | str] = {
             "partition_id": self.partition_id,
