@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if status != "finished:completed":
         return 1
     missing = summary.get("missing_partitions")
-    if missing and not load_config(config, overrides).federation.allow_missing_nodes:
+    if missing and not experiment.federation.allow_missing_nodes:
         print(
             f"Partitions {missing} never contributed a valid update (their failures and dropped replies are in "
             f"{run_dir / 'metrics.jsonl'}): exit 3. Set federation.allow_missing_nodes to accept such runs.",

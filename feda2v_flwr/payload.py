@@ -31,7 +31,10 @@ def ndarrays_to_module(module: nn.Module, arrays: list[np.ndarray]) -> None:
     module.load_state_dict(OrderedDict((k, torch.from_numpy(np.asarray(a))) for k, a in zip(keys, arrays, strict=True)))
 
 
-TRANSFER_DTYPES = (np.float32, np.float16)
+def largest_transferable(max_abs_value: float, dtype: str) -> float:
+    """The bound on values the federation sends: ``federation.max_abs_value``, and no more than
+    float16 holds when it travels in float16 (a larger global value would reach the nodes as inf)."""
+    return min(max_abs_value, float(np.finfo(np.float16).max)) if dtype == "float16" else max_abs_value
 
 
 def for_transfer(arrays: list[np.ndarray], dtype: str) -> list[np.ndarray]:
@@ -99,6 +102,7 @@ class ExpectedUpdate:
     classes: list[str]
     max_abs_value: float
     class_sizes: dict[str, int] | None = None
+    transfer_dtype: str = "float32"  # of every tensor but the counts (always float32)
 
     def class_size(self, name: str) -> int:
         return self.class_sizes[name] if self.class_sizes is not None else UNKNOWN_CLASS_SIZE
@@ -119,8 +123,9 @@ def decode_update(
             raise PayloadError(f"{name}: a {type(array).__name__}, not an array")
         if tuple(array.shape) != shape:
             raise PayloadError(f"{name}: shape {array.shape} != manifest {list(shape)}")
-        if array.dtype not in TRANSFER_DTYPES or str(array.dtype) != dtype:
-            raise PayloadError(f"{name}: dtype {array.dtype}, expected float32 or float16 as in the manifest")
+        wanted = "float32" if _is_count(name) else expected.transfer_dtype
+        if str(array.dtype) != wanted or dtype != wanted:
+            raise PayloadError(f"{name}: dtype {array.dtype} (manifest: {str(dtype)[:20]}), expected {wanted}")
         problem = _value_problem(name, array, expected.max_abs_value)
         if problem and name.startswith(ADAPTER_PREFIX):
             adapter_problem = adapter_problem or problem

@@ -38,11 +38,11 @@ def preflight(config: ExperimentConfig) -> None:
 
 def check_splits(config: ExperimentConfig, partition: PartitionData) -> None:
     """Every class of a by-class partition (every node under clip-level partitionings) has test
-    clips, and val clips unless ``val_ratio`` is 0: an empty split would report NaN or skip the
-    generator's validation without a word."""
+    clips, and val clips unless the user asked for none (``val_ratio`` 0, or no ``val_folds``):
+    an empty split would report NaN or skip the generator's validation without a word."""
     data = node_split_settings(config, partition.partition_id)
     node = partition.partition_id
-    wants_val = data.val_ratio > 0 or config.data.split_by != "ratio"
+    wants_val = bool(data.val_folds) if data.split_by == "folds" else data.val_ratio > 0
     groups = partition.classes if config.data.partitioning == "by_class" else [None]
     for class_name in groups:
         counts = {
@@ -57,9 +57,14 @@ def check_splits(config: ExperimentConfig, partition: PartitionData) -> None:
                 f"(now {data.train_ratio} / {data.val_ratio}) so that some are left for testing"
             )
         if counts["val"] == 0 and wants_val:
+            fix = (
+                f"list folds with clips in data.val_folds (now {data.val_folds}), or empty it"
+                if data.split_by == "folds"
+                else f"raise data.val_ratio (now {data.val_ratio}), or set it to 0"
+            )
             raise DatasetError(
                 f"{what}: no val clips ({numbers}), so the server generator could not be validated: add clips, "
-                f"raise data.val_ratio (now {data.val_ratio}), or set it to 0 to run without validation"
+                f"{fix} to run without validation"
             )
 
 

@@ -81,17 +81,19 @@ def check_evaluation(metrics: dict, *, num_classes: int, max_examples: int) -> N
         for ending, (low, high) in _RANGES.items():
             if name.startswith(("val_", "test_")) and ending in name and not low <= value <= high:
                 raise PayloadError(f"{name} is {value!r}, outside [{low:g}, {high:g}]")
-    if "image_count" not in metrics:
+    pictures = ("image_count", "image_labels", "image_predictions")
+    if not any(name in metrics for name in pictures):
         return
     count = integer_metric(metrics, "image_count", 0, max_examples)
     for name in _IMAGE_RATES:
         if name in metrics and not 0.0 <= metrics[name] <= 1.0:
             raise PayloadError(f"{name} is {metrics[name]!r}, outside [0, 1]")
-    if count:
-        for name in ("image_labels", "image_predictions"):
-            labels = class_indices(metrics.get(name), num_classes, name)
-            if len(labels) != count:
-                raise PayloadError(f"{name} holds {len(labels)} labels for image_count {count}")
+    for name in ("image_labels", "image_predictions"):
+        if count and name not in metrics:
+            raise PayloadError(f"image_count is {count} but {name} is missing")
+        labels = class_indices(metrics.get(name, ""), num_classes, name)
+        if len(labels) != count:
+            raise PayloadError(f"{name} holds {len(labels)} labels for image_count {count}")
 
 
 def class_indices(text: object, num_classes: int, name: str) -> np.ndarray:
@@ -165,8 +167,8 @@ class ReplyChecker:
         slot_shapes: dict[str, tuple[int, ...]],
     ):
         self.config, self.classes = config, classes
-        try:
-            sizes: dict[str, int] | None = class_sizes(config)
+        try:  # under "local" each machine holds its own share: the server's folder says nothing of theirs
+            sizes: dict[str, int] | None = class_sizes(config) if config.data.partitioning != "local" else None
         except DatasetError:  # no copy of the data on this server: counts are bounded generically
             sizes = None
         self.expected = ExpectedUpdate(
@@ -176,6 +178,7 @@ class ReplyChecker:
             classes=classes,
             max_abs_value=config.federation.max_abs_value,
             class_sizes=sizes,
+            transfer_dtype=config.feda2v.transfer_dtype,
         )
         self.max_examples = sum(sizes.values()) if sizes is not None else UNKNOWN_CLASS_SIZE
         self.owners = PartitionOwners()
@@ -203,7 +206,7 @@ class ReplyChecker:
             if index not in refused and update.adapter_problem:
                 reason = f"adapters dropped, class statistics kept: {update.adapter_problem}"
                 dropped.append({**_dropped(node, update.partition_id, reason), "part": "adapters"})
-        return accepted, dropped
+        return accepted, _in_partition_order(dropped)
 
     def evaluations(self, results: list[tuple[ClientProxy, EvaluateRes]]) -> tuple[list[dict], list[dict]]:
         """The metrics of the evaluations that pass every check, from nodes that may speak for
@@ -217,10 +220,13 @@ class ReplyChecker:
                 kept.append((str(proxy.cid), self._partition(metrics), metrics))
             except Exception as err:  # noqa: BLE001
                 dropped.append(_dropped(proxy.cid, res, _reason(err)))
-        refused, _ = self.owners.admit([(node, pid) for node, pid, _ in kept], self.connected)
+        refused, notes = self.owners.admit([(node, pid) for node, pid, _ in kept], self.connected)
+        for note in notes:
+            log.info(note)
         for index, reason in sorted(refused.items()):
             dropped.append(_dropped(kept[index][0], kept[index][1], reason))
-        return [m for i, (_, _, m) in enumerate(kept) if i not in refused], dropped
+        accepted = sorted(((pid, m) for i, (_, pid, m) in enumerate(kept) if i not in refused), key=lambda pm: pm[0])
+        return [m for _, m in accepted], _in_partition_order(dropped)  # sums independent of arrival order
 
     def _update(self, res: FitRes) -> ClientUpdate:
         if res.status.code != Code.OK:
@@ -257,6 +263,11 @@ class ReplyChecker:
             except DatasetError:  # no copy of the data on this server: the nodes' claims stand
                 self._owned[partition_id] = set(self.classes)
         return self._owned[partition_id]
+
+
+def _in_partition_order(dropped: list[dict]) -> list[dict]:
+    """Drop records ordered by the partition they claimed (then reason), not by arrival."""
+    return sorted(dropped, key=lambda d: (d["partition_id"], d["reason"]))
 
 
 def _reason(err: Exception) -> str:

@@ -34,10 +34,7 @@ from feda2v_flwr.config.loading import config_hash, resolve_run_path
 from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.images.drawing import decode_labels, images_due
 from feda2v_flwr.images.scoring import image_metrics
-from feda2v_flwr.payload import (
-    ClientUpdate,
-    for_transfer,
-)
+from feda2v_flwr.payload import ClientUpdate, for_transfer, largest_transferable
 from feda2v_flwr.replies import (
     ReplyChecker,
 )
@@ -101,6 +98,7 @@ class FedA2VStrategy(FedAvg):
         self.drawn: set[int] = set()  # partitions asked to train in this session
         self.contributed: set[int] = set()  # partitions with at least one accepted update
         self.replies = ReplyChecker(config, classes, {k: v.shape for k, v in initial_state.items()}, slot_shapes)
+        self._state_bound = largest_transferable(fed.max_abs_value, config.feda2v.transfer_dtype)
 
     def __repr__(self) -> str:
         return f"FedA2VStrategy(mode={self.config.feda2v.adapter_aggregation_mode})"
@@ -221,7 +219,7 @@ class FedA2VStrategy(FedAvg):
             else {k: v.copy() for k, v in self.state.items()}
         )
         rejected = []
-        problem = state_problem(state, self.config.federation.max_abs_value)
+        problem = state_problem(state, self._state_bound)
         if problem:
             log.warning("Round %d: aggregated adapters rejected (%s); the previous ones stay", server_round, problem)
             rejected.append({"stage": "aggregation", "reason": problem})
@@ -241,7 +239,7 @@ class FedA2VStrategy(FedAvg):
             before = self.trainer.snapshot()
             stepped, report = self.trainer.run_round(server_round, state, class_stats, teachers)
             self._log_server_step(server_round, report)
-            problem = state_problem(stepped, self.config.federation.max_abs_value) or self.trainer.generator_problem()
+            problem = state_problem(stepped, self._state_bound) or self.trainer.generator_problem()
             if problem:
                 log.warning(
                     "Round %d: the server step is rolled back (%s); the aggregated adapters stay", server_round, problem
@@ -426,7 +424,7 @@ class FedA2VStrategy(FedAvg):
     def _image_scores(self, server_round: int, client_metrics: list[dict[str, Scalar]]) -> dict[str, Scalar]:
         """CLIP zero-shot scores of every node's pictures pooled (not averaged: balanced accuracy
         and macro F1 need the federation's labels and predictions together)."""
-        drawn = [m for m in client_metrics if m.get("image_labels")]
+        drawn = [m for m in client_metrics if m.get("image_count", 0) > 0]  # labels checked by ReplyChecker
         if not drawn:
             return {}
         labels = np.concatenate([decode_labels(str(m["image_labels"])) for m in drawn])

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -139,17 +140,22 @@ def test_float16_transfer_halves_the_bytes_keeps_counts_exact_and_decodes_to_flo
     counts = [a for a, entry in zip(half, json.loads(manifest), strict=True) if entry["name"].endswith("count")]
     assert all(a.dtype == np.float32 for a in counts)
     assert sum(a.nbytes for a in half) < 0.6 * sum(a.nbytes for a in full)
-    adapters, decoded, _ = decode_update(half, manifest, EXPECTED)
+    expected_half = dataclasses.replace(EXPECTED, transfer_dtype="float16")
+    adapters, decoded, _ = decode_update(half, manifest, expected_half)
     assert adapters["w"].dtype == np.float32 and decoded["dog"].count == 2049
     np.testing.assert_allclose(decoded["dog"].slot_means["clip"], 1.0 / 3.0, rtol=1e-3)
+    with pytest.raises(PayloadError, match="adapter/w: dtype float16 \\(manifest: float16\\), expected float32"):
+        decode_update(half, manifest, EXPECTED)  # a float32 federation takes float32 only
+    with pytest.raises(PayloadError, match="dtype float32 \\(manifest: float32\\), expected float16"):
+        decode_update(full, json.dumps([{**e, "dtype": "float32"} for e in json.loads(manifest)]), expected_half)
 
     overflow, manifest = encode_update({"w": np.array([1e5, 0.0], np.float32)}, {"dog": stats}, "float16")
-    adapters, decoded, problem = decode_update(overflow, manifest, EXPECTED)  # only the adapters overflowed
+    adapters, decoded, problem = decode_update(overflow, manifest, expected_half)  # only the adapters overflowed
     assert adapters is None and "adapter/w: contains NaN or Inf (float16 overflows beyond" in problem
     assert decoded["dog"].count == 2049
     mislabelled = json.dumps([{**entry, "dtype": "float32"} for entry in json.loads(manifest)])
-    with pytest.raises(PayloadError, match="as in the manifest"):
-        decode_update(half, mislabelled, EXPECTED)
+    with pytest.raises(PayloadError, match="manifest: float32"):
+        decode_update(half, mislabelled, expected_half)
 
 
 def test_bad_adapter_values_drop_the_adapters_but_keep_the_statistics():

@@ -230,3 +230,50 @@ def test_no_mutated_reply_raises_out_of_aggregate_fit(data, tmp_path_factory, ca
     params, metrics = strategy.aggregate_fit(1, [(FakeClientProxy("0"), res), _pairs(fits)[1]], [])
     assert params is not None and metrics["num_updates"] in (1, 2)
     assert all(np.isfinite(a).all() for a in parameters_to_ndarrays(params))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_no_mutated_evaluation_raises_out_of_aggregate_evaluate(data, tmp_path_factory, cache_dir, replies):
+    _, evaluations = replies
+    metrics = dict(evaluations[0])
+    names = [*metrics, "image_count", "image_labels", "image_predictions", "image_accuracy", "new"]
+    for _ in range(data.draw(st.integers(1, 4))):
+        metrics[data.draw(st.sampled_from(names))] = data.draw(
+            st.one_of(VALUES.filter(lambda v: not isinstance(v, list | type(None))), st.just("0,1"), st.just("7,zz"))
+        )
+    strategy = _strategy(tmp_path_factory.mktemp("fuzz-eval"), cache_dir, **PLAIN)
+    results = [
+        (FakeClientProxy("0"), EvaluateRes(Status(Code.OK, "ok"), 0.0, 1, metrics)),
+        (FakeClientProxy("1"), EvaluateRes(Status(Code.OK, "ok"), 0.0, 1, evaluations[1])),
+    ]
+    _, aggregated = strategy.aggregate_evaluate(1, results, [])
+    # both dropped (e.g. node 0 now claims partition 1) or a top-1 made of valid values only
+    assert aggregated == {} or 0.0 <= aggregated["test_retrieval_top1"] <= 1.0
+
+
+def test_under_float16_transfer_replies_must_be_float16_and_the_state_fits_float16(tmp_path, cache_dir, replies):
+    fits, _ = replies  # sent in float32
+    config = tiny_config(feda2v={"transfer_dtype": "float16"}, data={"cache_dir": str(cache_dir)})
+    strategy = build_strategy(config, tmp_path / "run")
+    assert strategy.aggregate_fit(1, _pairs(fits), []) == (None, {"skipped": 1})
+    (skipped,) = [m for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if m["phase"] == "skipped"]
+    assert "dtype float32 (manifest: float32), expected float16" in skipped["dropped"][0]["reason"]
+
+    arrays = parameters_to_ndarrays(strategy.initial_parameters)
+    halves = []
+    for pid in range(2):
+        outcome = ClientTask(config, pid, 2, cache_dir).fit(arrays, 1, None, None)
+        halves.append((FakeClientProxy(str(pid)), _fit_res(outcome.arrays, outcome.num_examples, outcome.metrics)))
+
+    def finetune_to_1e5(summaries, report):  # finite, below max_abs_value, but inf in float16
+        with torch.no_grad():
+            next(strategy.trainer.adapters.parameters()).fill_(1e5)
+
+    strategy.trainer.finetune = finetune_to_1e5
+    params, metrics = strategy.aggregate_fit(2, halves, [])
+    assert metrics["num_updates"] == 2
+    rejected = [m for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if m["phase"] == "rejected"]
+    assert "beyond federation.max_abs_value 65504" in rejected[0]["rejected"][0]["reason"]
+    sent = strategy._for_transfer(params)
+    assert all(np.isfinite(a).all() for a in parameters_to_ndarrays(sent))

@@ -36,9 +36,17 @@ def test_too_few_fail_at_the_deadline_naming_both_numbers_and_the_fix():
     assert '--federation-config "num-supernodes=5"' in message and "federation.num_clients=2" in message
 
 
-def test_too_many_fail_at_once():
-    with pytest.raises(NodeCountError, match="federation.num_clients is 2 but 3 SuperNodes are connected\\. "):
-        wait_for_nodes(manager_with(3), 2, timeout=30)
+def test_too_many_fail_at_the_deadline_unless_one_goes_away():
+    with pytest.raises(NodeCountError, match="federation.num_clients is 2 but 3 SuperNodes are connected after"):
+        wait_for_nodes(manager_with(3), 2, timeout=0.2, poll=0.05)
+    manager = manager_with(3)
+    stale = next(iter(manager.all().values()))
+    gone = threading.Timer(0.2, manager.unregister, args=(stale,))  # a restarted node's old entry expires
+    gone.start()
+    try:
+        assert wait_for_nodes(manager, 2, timeout=10, poll=0.05) == 2
+    finally:
+        gone.cancel()
 
 
 def test_nodes_that_connect_during_the_wait_are_counted():
@@ -61,3 +69,6 @@ def test_the_strategy_checks_before_its_first_round_only(tmp_path, cache_dir):
     with pytest.raises(NodeCountError, match="num_clients is 3 but 2 SuperNodes"):
         strategy.configure_fit(1, strategy.initial_parameters, manager_with(2))
     assert len(strategy.configure_fit(1, strategy.initial_parameters, manager_with(3))) == 3
+    started = time.monotonic()  # round 2 with a node more: no wait, no error
+    assert len(strategy.configure_fit(2, strategy.initial_parameters, manager_with(4))) == 4
+    assert time.monotonic() - started < 1

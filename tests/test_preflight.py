@@ -4,6 +4,7 @@ before any Flower process starts."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -13,6 +14,9 @@ import pytest
 from conftest import TINY, tiny_config, write_clip
 from feda2v_flwr import launch
 from feda2v_flwr.config.schema import unused_settings
+from feda2v_flwr.data.datasets import DatasetError
+from feda2v_flwr.data.partition import Clip, PartitionData
+from feda2v_flwr.preflight import check_splits
 
 
 @pytest.fixture
@@ -112,3 +116,28 @@ def test_keys_that_do_not_apply_get_one_warning_each(tmp_path, capsys):
         "this run (audiofolder, partitioning by_class, split_by ratio) ignores it",
     ]
     assert unused_settings(tiny_config()) == []
+
+
+def _partition(counts: dict[str, int]) -> PartitionData:
+    clip = Clip("dog", "dog-0", lambda: np.zeros(1))
+    return PartitionData(0, ["dog"], ["dog"], {split: [clip] * n for split, n in counts.items()})
+
+
+@pytest.mark.parametrize(
+    ("data", "fails"),
+    [
+        ({"split_by": "folds", "val_folds": []}, None),
+        ({"split_by": "folds", "val_folds": [4]}, "list folds with clips in data.val_folds (now [4]), or empty it"),
+        ({"val_ratio": 0.0}, None),
+        ({"val_ratio": 0.1}, "raise data.val_ratio (now 0.1), or set it to 0"),
+    ],
+)
+def test_an_empty_val_split_is_refused_only_where_val_clips_were_asked_for(data, fails):
+    dataset = {"dataset": "esc50", "root": "ESC-50", "classes": None} if data.get("split_by") else {}
+    config = tiny_config(data={**dataset, **data})
+    no_val = _partition({"train": 5, "val": 0, "test": 2})
+    if fails is None:
+        check_splits(config, no_val)
+    else:
+        with pytest.raises(DatasetError, match=re.escape(fails)):
+            check_splits(config, no_val)

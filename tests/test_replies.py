@@ -125,3 +125,19 @@ def test_two_claims_on_a_free_partition_are_both_refused_in_any_order():
         refused, _ = owners.admit(claims, connected={"x", "y", "z"})
         assert sorted(refused.values()) == ["2 replies from nodes x, y claim partition 0: none is used"] * 2
         assert owners.owners == {1: "z"}
+
+
+@pytest.mark.parametrize(
+    ("pictures", "words"),
+    [
+        ({"image_labels": "zz"}, "image_count is None"),
+        ({"image_count": 0, "image_labels": "0,1", "image_predictions": "0"}, "image_labels holds 2 labels"),
+        ({"image_labels": "0,99", "image_predictions": "0,1"}, "image_count is None"),
+        ({"image_count": 2, "image_labels": "0,1"}, "image_count is 2 but image_predictions is missing"),
+    ],
+)
+def test_picture_metrics_are_checked_whenever_any_of_them_is_sent(pictures, words):
+    plain = {k: v for k, v in EVALUATION.items() if not k.startswith("image_")}
+    with pytest.raises(PayloadError, match=words):
+        check_evaluation({**plain, **pictures}, num_classes=4, max_examples=40)
+    check_evaluation(plain, num_classes=4, max_examples=40)
