@@ -4,20 +4,19 @@ and a traceback in every node's log."""
 
 from __future__ import annotations
 
-import logging
-
 from feda2v_flwr.checkpoint import load_checkpoint, saved_adapters
-from feda2v_flwr.config import ExperimentConfig, resolve_run_path
-from feda2v_flwr.config.schema import unused_settings
+from feda2v_flwr.config import ExperimentConfig
 from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.data.partition import SPLITS, PartitionData, load_partition, node_split_settings
 from feda2v_flwr.encoders import audio_embed_dim, target_slots
-from feda2v_flwr.server_app import check_node_classes, server_classes
+from feda2v_flwr.server_app import (
+    adapter_checkpoint_file,
+    check_client_generators,
+    checked_classes,
+    generator_checkpoint_file,
+    new_trainer,
+)
 from feda2v_flwr.training.adapters import build_model
-from feda2v_flwr.training.client_generators import check_client_generator_setup
-from strategies.server_trainer import ServerGeneratorTrainer
-
-log = logging.getLogger(__name__)
 
 
 def preflight(config: ExperimentConfig) -> None:
@@ -25,10 +24,7 @@ def preflight(config: ExperimentConfig) -> None:
     with one sentence saying what to fix, for every problem found before training: the data root,
     the classes and each node's share of them, readable training clips and non-empty val / test
     splits on every node, and the checkpoints the run starts from."""
-    for sentence in unused_settings(config):
-        log.warning(sentence)
-    classes = server_classes(config)
-    check_node_classes(config, classes)
+    classes = checked_classes(config)
     num_clients = config.federation.num_clients
     if config.data.partitioning != "local":  # "local": each machine reads its own folder, not this one
         for partition_id in range(num_clients):
@@ -71,22 +67,13 @@ def check_splits(config: ExperimentConfig, partition: PartitionData) -> None:
 def check_checkpoints(config: ExperimentConfig, classes: list[str]) -> None:
     """The checkpoints the run starts from exist and fit this run's adapters and generator."""
     f = config.feda2v
-    if not (f.adapter_load_checkpoint or f.generator_load_checkpoint or f.client_generators):
-        return
-    slots = target_slots(f)
-    in_dim = audio_embed_dim(config)
-    if f.adapter_load_checkpoint:
-        path = resolve_run_path(f.adapter_checkpoint_path or f.generator_checkpoint_path or "")
-        saved_adapters(load_checkpoint(path), build_model(config, slots, in_dim).state_dict(), path)
-    if f.generator_load_checkpoint:
-        path = resolve_run_path(f.generator_checkpoint_path or "")
-        trainer = ServerGeneratorTrainer(
-            config=config,
-            adapters=build_model(config, slots, in_dim),
-            input_dim=in_dim,
-            slot_shapes={s.name: s.shape for s in slots},
-        )
-        trainer.load_generator(load_checkpoint(path), source=str(path))
-    if f.client_generators:
-        pretrained = resolve_run_path(f.pretrained_generator_path) if f.pretrained_generator_path else None
-        check_client_generator_setup(config, pretrained, classes)
+    if f.adapter_load_checkpoint or f.generator_load_checkpoint:
+        slots = target_slots(f)
+        in_dim = audio_embed_dim(config)
+        if f.adapter_load_checkpoint:
+            path = adapter_checkpoint_file(f)
+            saved_adapters(load_checkpoint(path), build_model(config, slots, in_dim).state_dict(), path)
+        if f.generator_load_checkpoint:
+            path = generator_checkpoint_file(f)
+            new_trainer(config, slots, in_dim).load_generator(load_checkpoint(path), source=str(path))
+    check_client_generators(config, classes)

@@ -14,7 +14,7 @@ from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 
 from feda2v_flwr.checkpoint import find_checkpoint, load_checkpoint, saved_adapters
 from feda2v_flwr.config import ConfigError, ExperimentConfig, load_config, resolve_run_path
-from feda2v_flwr.config.schema import unused_settings
+from feda2v_flwr.config.schema import FedA2VSettings, unused_settings
 from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.data.partition import federation_classes, partition_classes
 from feda2v_flwr.data.sample_partitions import check_classes_per_node
@@ -69,6 +69,45 @@ def check_node_classes(config: ExperimentConfig, classes: list[str]) -> None:
         return
 
 
+def checked_classes(config: ExperimentConfig) -> list[str]:
+    """The federation's classes after the checks that need no training: keys the run ignores
+    (one warning each) and each node's share of the classes."""
+    for sentence in unused_settings(config):
+        log.warning(sentence)
+    classes = server_classes(config)
+    check_node_classes(config, classes)
+    return classes
+
+
+def adapter_checkpoint_file(f: FedA2VSettings) -> Path:
+    """The checkpoint ``adapter_load_checkpoint`` starts the global adapters from."""
+    return resolve_run_path(f.adapter_checkpoint_path or f.generator_checkpoint_path or "")
+
+
+def generator_checkpoint_file(f: FedA2VSettings) -> Path:
+    """The checkpoint ``generator_load_checkpoint`` starts the server generator from."""
+    return resolve_run_path(f.generator_checkpoint_path or "")
+
+
+def new_trainer(config: ExperimentConfig, slots: tuple, in_dim: int, device: str = "cpu") -> ServerGeneratorTrainer:
+    return ServerGeneratorTrainer(
+        config=config,
+        adapters=build_model(config, slots, in_dim),
+        input_dim=in_dim,
+        slot_shapes={s.name: s.shape for s in slots},
+        device=device,
+    )
+
+
+def check_client_generators(config: ExperimentConfig, classes: list[str]) -> None:
+    """Client generator mistakes (classes, groups, pretrained files) fail on the server before
+    any training, not in every client's fit."""
+    f = config.feda2v
+    if f.client_generators:
+        pretrained = resolve_run_path(f.pretrained_generator_path) if f.pretrained_generator_path else None
+        check_client_generator_setup(config, pretrained, classes)
+
+
 def build_strategy(
     config: ExperimentConfig, run_dir: Path, *, resume: str | Path | None = None, stop_after_round: int | None = None
 ) -> FedA2VStrategy:
@@ -90,10 +129,7 @@ def build_strategy(
     (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=1))
     if config.images.every_rounds:
         import_diffusers()  # the nodes draw pictures: fail here, before any training, if the extra is missing
-    for sentence in unused_settings(config):
-        log.warning(sentence)
-    classes = server_classes(config)
-    check_node_classes(config, classes)
+    classes = checked_classes(config)
     slots = target_slots(f)
     load_text_targets(f, classes, cache_dir)  # warm the cache for the nodes
 
@@ -103,20 +139,14 @@ def build_strategy(
     initial_state = {k: v.detach().numpy().copy() for k, v in initial.state_dict().items()}
     adapter_path = None
     if f.adapter_load_checkpoint:
-        adapter_path = resolve_run_path(f.adapter_checkpoint_path or f.generator_checkpoint_path or "")
+        adapter_path = adapter_checkpoint_file(f)
         initial_state = saved_adapters(load_checkpoint(adapter_path), initial_state, adapter_path)
         log.info("Global adapters start from %s", adapter_path)
     if resumed is not None:
         initial_state = saved_adapters(resumed, initial_state, resume_path)
-    trainer = ServerGeneratorTrainer(
-        config=config,
-        adapters=build_model(config, slots, in_dim),
-        input_dim=in_dim,
-        slot_shapes={s.name: s.shape for s in slots},
-        device=resolve_device(config.training.device),
-    )
+    trainer = new_trainer(config, slots, in_dim, resolve_device(config.training.device))
     if f.generator_load_checkpoint:
-        path = resolve_run_path(f.generator_checkpoint_path or "")
+        path = generator_checkpoint_file(f)
         payload = load_checkpoint(path)
         trainer.load_generator(payload, source=str(path))
         if adapter_path == path:  # the fine-tuning optimizer belongs to the adapters it was saved with
@@ -138,9 +168,7 @@ def build_strategy(
             dropped,
             f"; {copied} node state files copied from the checkpoint's run" if copied else "",
         )
-    if f.client_generators:  # fail before any training, not in every client's fit
-        pretrained = resolve_run_path(f.pretrained_generator_path) if f.pretrained_generator_path else None
-        check_client_generator_setup(config, pretrained, classes)
+    check_client_generators(config, classes)
 
     checkpoint_dir = Path(f.generator_checkpoint_dir)
     checkpoint_dir = checkpoint_dir if checkpoint_dir.is_absolute() else run_dir / checkpoint_dir
