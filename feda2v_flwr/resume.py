@@ -65,11 +65,30 @@ def check_resumable(config: ExperimentConfig, payload: dict[str, Any], path: Pat
             "the run's own config (outputs/<run>/config.json); only the number of rounds, evaluation, logging, "
             "pictures and caches may change."
         )
-    if payload["round"] >= config.federation.global_rounds:
+    if payload["round"] >= config.federation.global_rounds and not final_evaluation_pending(config, payload, path):
         raise ConfigError(
             f"{path} is from round {payload['round']}, and federation.global_rounds is "
             f"{config.federation.global_rounds}: nothing left to run. Raise federation.global_rounds to go on."
         )
+
+
+def final_evaluation_pending(config: ExperimentConfig, payload: dict[str, Any], path: Path) -> bool:
+    """The checkpoint is the run's last round, that round's evaluation is due, and the run's
+    ``metrics.jsonl`` holds none: the run was stopped (a SIGTERM) after its final checkpoint and
+    before its final evaluation, so resuming runs that evaluation alone."""
+    last = int(payload["round"])
+    if last != config.federation.global_rounds or not evaluates_last_round(config):
+        return False
+    run = run_folder_of(Path(path).resolve())
+    if run is None:
+        return False
+    return not any(_phase_and_round(line) == ("evaluate", last) for line in _lines(run / "metrics.jsonl"))
+
+
+def evaluates_last_round(config: ExperimentConfig) -> bool:
+    """Whether a run evaluates at its last round (the strategy's ``_evaluation_due`` there)."""
+    last, every = config.federation.global_rounds, config.images.every_rounds
+    return config.federation.eval_gap > 0 or (every > 0 and last % every == 0)
 
 
 def trim_metrics(path: Path, last_round: int) -> int:
@@ -82,6 +101,18 @@ def trim_metrics(path: Path, last_round: int) -> int:
     if len(kept) != len(lines):
         path.write_text("".join(line + "\n" for line in kept))
     return len(lines) - len(kept)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.is_file() else []
+
+
+def _phase_and_round(line: str) -> tuple[str, int] | None:
+    try:
+        record = json.loads(line)
+        return str(record["phase"]), int(record["round"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _round_of(line: str) -> int | None:

@@ -23,7 +23,13 @@ from feda2v_flwr.encoders import audio_embed_dim, load_text_targets, target_slot
 from feda2v_flwr.images.pipelines import import_diffusers
 from feda2v_flwr.logging_setup import setup_logging
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
-from feda2v_flwr.resume import carry_client_state, check_resumable, run_folder_of, trim_metrics
+from feda2v_flwr.resume import (
+    carry_client_state,
+    check_resumable,
+    final_evaluation_pending,
+    run_folder_of,
+    trim_metrics,
+)
 from feda2v_flwr.training.adapters import build_model
 from feda2v_flwr.training.client_generators import check_client_generator_setup
 from strategies.feda2v import FedA2VStrategy
@@ -151,20 +157,22 @@ def build_strategy(
         trainer.load_generator(payload, source=str(path))
         if adapter_path == path:  # the fine-tuning optimizer belongs to the adapters it was saved with
             trainer.load_finetune_state(payload)
-    start_round = 0
+    start_round, evaluation_only = 0, False
     if resumed is not None:
         if ServerGeneratorTrainer.holds_generator(resumed):
             trainer.load_generator(resumed, source=str(resume_path))
         trainer.load_finetune_state(resumed)
-        start_round = int(resumed["round"])
-        if stop_after_round is not None and stop_after_round <= start_round:
-            raise ConfigError(f"stop-after-round {stop_after_round} is not after the resumed round {start_round}")
-        dropped = trim_metrics(run_dir / "metrics.jsonl", start_round)
+        saved_round = int(resumed["round"])
+        if stop_after_round is not None and stop_after_round <= saved_round:
+            raise ConfigError(f"stop-after-round {stop_after_round} is not after the resumed round {saved_round}")
+        evaluation_only = final_evaluation_pending(config, resumed, resume_path)
+        start_round = saved_round - 1 if evaluation_only else saved_round  # evaluation only: round N again
+        dropped = trim_metrics(run_dir / "metrics.jsonl", saved_round)
         copied = carry_client_state(resume_path, run_dir)
         log.info(
-            "Resuming from %s at round %d (%d metric lines of unfinished rounds dropped%s)",
+            "Resuming from %s %s (%d metric lines of unfinished rounds dropped%s)",
             resume_path,
-            start_round + 1,
+            f"for round {saved_round}'s evaluation only" if evaluation_only else f"at round {saved_round + 1}",
             dropped,
             f"; {copied} node state files copied from the checkpoint's run" if copied else "",
         )
@@ -191,6 +199,7 @@ def build_strategy(
         metrics_log=MetricsLog(run_dir / "metrics.jsonl", wandb=wandb_logger),
         wandb_logger=wandb_logger,
         start_round=start_round,
+        evaluation_only=evaluation_only,
         last_round=min(config.federation.global_rounds, stop_after_round or config.federation.global_rounds),
     )
 

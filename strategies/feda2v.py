@@ -63,10 +63,12 @@ class FedA2VStrategy(FedAvg):
         wandb_logger: WandbLogger | None = None,
         start_round: int = 0,
         last_round: int | None = None,
+        evaluation_only: bool = False,
     ):
         """``start_round``: the round a resumed run's checkpoint is from (Flower counts this
         session's rounds from 1; the strategy adds the offset). ``last_round``: this session's
-        last round (default ``global_rounds``)."""
+        last round (default ``global_rounds``). ``evaluation_only``: this session only evaluates
+        its one round (a run stopped after its final checkpoint, before its final evaluation)."""
         fed = config.federation
         min_fit = min(fed.min_fit_clients, fed.num_clients)
         self.adapter_keys = list(initial_state)
@@ -94,7 +96,8 @@ class FedA2VStrategy(FedAvg):
         self.last_round = last_round or fed.global_rounds
         pretrained = config.feda2v.pretrained_generator_path
         self.pretrained_path = resolve_run_path(pretrained) if pretrained else None  # clients get it absolute
-        self.summary: dict[str, Any] = {}
+        self.evaluation_only = evaluation_only
+        self.summary: dict[str, Any] = _earlier_summary(run_dir) if start_round else {}  # a resumed run goes on
         self.drawn: set[int] = set()  # partitions asked to train in this session
         self.contributed: set[int] = set()  # partitions with at least one accepted update
         self.replies = ReplyChecker(config, classes, {k: v.shape for k, v in initial_state.items()}, slot_shapes)
@@ -131,6 +134,9 @@ class FedA2VStrategy(FedAvg):
             fed = self.config.federation
             wait_for_nodes(client_manager, fed.num_clients, timeout=fed.node_wait_timeout)
         server_round += self.round_offset
+        if self.evaluation_only:
+            log.info("Round %d: trained and checkpointed before the run stopped; evaluating only", server_round)
+            return []
         pairs = super().configure_fit(server_round, self._for_transfer(parameters), client_manager)
         self.replies.connected = {str(cid) for cid in client_manager.all()}
         self._phase_started[("fit", server_round)] = time.perf_counter()  # after waiting for the nodes
@@ -473,6 +479,14 @@ class FedA2VStrategy(FedAvg):
 
     def write_summary(self) -> None:
         (self.run_dir / "summary.json").write_text(json.dumps(self.summary, indent=1, sort_keys=True))
+
+
+def _earlier_summary(run_dir: Path) -> dict[str, Any]:
+    """What a stopped run had reported in ``summary.json`` (nothing if absent or cut short)."""
+    try:
+        return dict(json.loads((run_dir / "summary.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return {}
 
 
 def weighted_split_metrics(client_metrics: list[dict[str, Scalar]]) -> dict[str, float]:

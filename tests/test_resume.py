@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,6 +156,56 @@ def test_a_changed_architecture_is_refused_naming_the_keys(uninterrupted):
     raw = json.loads(payload["config"])
     with pytest.raises(ConfigError, match="nothing left to run"):
         check_resumable(validate_config(raw), payload, uninterrupted)
+
+
+def _without_final_evaluation(run_dir, copy_to):
+    """The run folder as a SIGTERM during the last round's evaluation leaves it: the last round
+    trained and checkpointed, its evaluation line not yet written."""
+    shutil.copytree(run_dir, copy_to)
+    lines = (copy_to / "metrics.jsonl").read_text().splitlines()
+    phases = [(json.loads(line)["phase"], json.loads(line)["round"]) for line in lines]
+    assert phases[-1] == ("evaluate", ROUNDS)
+    (copy_to / "metrics.jsonl").write_text("".join(line + "\n" for line in lines[:-1]) + '{"round": 4, "pha')
+    return copy_to
+
+
+def test_a_run_stopped_before_its_final_evaluation_resumes_to_it(uninterrupted, config_file, tmp_path):
+    stopped = _without_final_evaluation(uninterrupted, tmp_path / "outputs" / "stopped")
+    final = stopped / "checkpoints" / f"server_generator_round_{ROUNDS}.pt"
+    written = final.stat().st_mtime_ns
+    resumed = _run(tmp_path, config_file, "stopped", resume=str(stopped))
+    assert resumed == stopped
+    assert _metrics(resumed) == _metrics(uninterrupted)  # the same final evaluation, nothing trained again
+    assert final.stat().st_mtime_ns == written
+    summary, expected = (json.loads((run / "summary.json").read_text()) for run in (resumed, uninterrupted))
+    assert summary["evaluation"] == expected["evaluation"] and summary["last_round"] == ROUNDS
+    with pytest.raises(ConfigError, match="nothing left to run"):  # and now it is complete
+        check_resumable(validate_config(json.loads(_final(resumed)["config"])), _final(resumed), final)
+
+
+def test_only_a_missing_final_evaluation_is_resumed_alone(uninterrupted, tmp_path):
+    from feda2v_flwr.server_app import build_strategy
+
+    stopped = _without_final_evaluation(uninterrupted, tmp_path / "stopped")
+    config = validate_config(json.loads(_final(uninterrupted)["config"]))
+    strategy = build_strategy(config, stopped, resume=str(stopped))
+    assert (strategy.evaluation_only, strategy.round_offset, strategy.last_round) == (True, ROUNDS - 1, ROUNDS)
+    assert strategy.configure_fit(1, strategy.initial_parameters, _Nodes()) == []
+    assert read_metrics(stopped / "metrics.jsonl")[-1]["phase"] != "evaluate"  # the cut-short line is gone
+    # a run that never evaluates has nothing left after its last checkpoint
+    quiet = config.model_copy(update={"federation": config.federation.model_copy(update={"eval_gap": 0})})
+    with pytest.raises(ConfigError, match="nothing left to run"):
+        check_resumable(quiet, _final(stopped), stopped / "checkpoints" / f"server_generator_round_{ROUNDS}.pt")
+
+
+class _Nodes:
+    """A client manager with the federation's two nodes connected (never contacted)."""
+
+    def num_available(self) -> int:
+        return 2
+
+    def all(self) -> dict:
+        return {}
 
 
 def test_trimming_drops_the_unfinished_rounds(tmp_path):
