@@ -22,6 +22,7 @@ from feda2v_flwr.checkpoint import CheckpointError, find_checkpoint, load_checkp
 from feda2v_flwr.config import ConfigError, load_config
 from feda2v_flwr.config.loading import PROJECT_ROOT
 from feda2v_flwr.data.datasets import DatasetError
+from feda2v_flwr.data.durations import pinned_overrides
 from feda2v_flwr.deploy.commands import superlink_command, write_connection
 from feda2v_flwr.encoders import ModelLoadError
 from feda2v_flwr.preflight import preflight
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     run_name = run_name or f"{Path(config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         experiment = load_config(config, overrides)
+        overrides = pinned_overrides(config, overrides, experiment)  # clip_seconds "auto": measured once, here
         if args.resume:
             _check_resume(config, overrides, args.resume, args.stop_after_round)
         preflight(experiment)  # data, classes, splits, checkpoints: before any Flower process starts

@@ -3,6 +3,7 @@ bad files and bad paths, and real wav files encoded end to end."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -21,6 +22,7 @@ from feda2v_flwr.data import (
     partition_classes,
     read_audio,
 )
+from feda2v_flwr.data.durations import pinned_overrides
 from feda2v_flwr.training.task import ClientTask
 
 ESC50_CLASSES = {0: "dog", 1: "rooster", 2: "rain"}  # target order is not alphabetical
@@ -492,3 +494,36 @@ def test_clips_much_shorter_than_clip_seconds_get_one_warning_with_the_padding(f
     with caplog.at_level(logging.INFO, logger="feda2v_flwr"):
         load_partition(tiny_config(**folder(folder_root, clip_seconds=1.0)), 0, 1)
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_auto_clip_seconds_measures_the_federation_classes_clips(folder_root, tmp_path, caplog, propagating_logs):
+    soundfile.write(folder_root / "bell" / "long.wav", np.zeros(int(2.5 * FILE_RATE)), FILE_RATE)
+    soundfile.write(folder_root / "dog" / "short.wav", np.zeros(FILE_RATE // 4), FILE_RATE)
+    raw = {**folder(folder_root, clip_seconds="auto"), "federation": {"num_clients": 2}}
+    config_file = tmp_path / "auto.json"
+    config_file.write_text(json.dumps(raw))
+    with caplog.at_level(logging.INFO, logger="feda2v_flwr"):
+        assert load_config(config_file).data.clip_seconds == 2.5  # the longest clip
+    assert "data.clip_seconds 'auto': 2.50 s (percentile 100 of 26 readable clips)" in caplog.text
+    assert load_config(config_file, "data.auto_clip_percentile=50").data.clip_seconds == 1.0  # 24 of 26 last 1 s
+    only_dogs = load_config(config_file, {"data.classes": ["dog", "cat"]}).data.clip_seconds
+    assert only_dogs == 1.0  # bell's long clip is not a federation class
+    assert load_config(config_file, measure=False).data.clip_seconds == "auto"
+    # the launchers measure once and hand every process the number
+    assert pinned_overrides(str(config_file), "", load_config(config_file)) == "data.clip_seconds=2.5"
+    fixed = "data.clip_seconds=3"
+    assert pinned_overrides(str(config_file), fixed, load_config(config_file, fixed)) == fixed
+    data = load_partition(load_config(config_file), 0, 2)
+    assert data.splits["train"][0].load().shape == (int(2.5 * 16000),)
+
+
+def test_auto_clip_seconds_needs_audio_files_it_can_read(tmp_path):
+    config_file = tmp_path / "auto.json"
+    config_file.write_text(json.dumps({"data": {"clip_seconds": "auto"}}))
+    with pytest.raises(ConfigError, match="'procedural' dataset has none to measure. Give data.clip_seconds"):
+        load_config(config_file)
+    config_file.write_text(json.dumps(folder(tmp_path / "not-here", clip_seconds="auto")))
+    with pytest.raises(ConfigError, match="which this machine cannot read: .*Give data.clip_seconds in seconds"):
+        load_config(config_file)
+    with pytest.raises(ConfigError, match="data.clip_seconds"):
+        tiny_config(data={"clip_seconds": "longest"})

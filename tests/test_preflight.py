@@ -141,3 +141,14 @@ def test_an_empty_val_split_is_refused_only_where_val_clips_were_asked_for(data,
     else:
         with pytest.raises(DatasetError, match=re.escape(fails)):
             check_splits(config, no_val)
+
+
+def test_auto_clip_seconds_is_measured_once_and_passed_to_the_run(tmp_path, capsys, monkeypatch):
+    started = []
+    monkeypatch.setattr(
+        launch, "run_simulation", lambda **kwargs: started.append(kwargs) or ("finished:failed", tmp_path)
+    )
+    root = _folder(tmp_path / "sounds", {"bell": 6, "cat": 6})
+    code, err, _ = _sim(tmp_path, capsys, data={**_folder_data(root), "clip_seconds": "auto"})
+    assert code == 1 and "feda2v-sim:" not in err, err
+    assert started[0]["overrides"] == "data.clip_seconds=1.0"  # the fixture's clips last 1 s

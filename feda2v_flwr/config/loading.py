@@ -30,8 +30,13 @@ class ConfigError(ValueError):
     """A configuration problem a user can fix; the message says what to change."""
 
 
-def load_config(path: str | Path, overrides: str | Mapping[str, Any] | None = None) -> ExperimentConfig:
-    """Read ``path`` (relative paths resolve against the project), apply overrides, validate."""
+def load_config(
+    path: str | Path, overrides: str | Mapping[str, Any] | None = None, *, measure: bool = True
+) -> ExperimentConfig:
+    """Read ``path`` (relative paths resolve against the project), apply overrides, validate.
+
+    ``data.clip_seconds: "auto"`` is measured from the dataset's files here, so a loaded config
+    holds a number (``measure=False``: left as ``"auto"``)."""
     file = resolve_project_path(path)
     if not file.is_file():
         raise ConfigError(f"Config file not found: {file}")
@@ -42,7 +47,12 @@ def load_config(path: str | Path, overrides: str | Mapping[str, Any] | None = No
     _require_sections(raw, str(file))
     if isinstance(overrides, str):
         overrides = parse_overrides(overrides)
-    return validate_config(apply_overrides(raw, overrides or {}), source=str(file))
+    config = validate_config(apply_overrides(raw, overrides or {}), source=str(file))
+    if measure and config.data.clip_seconds == "auto":
+        from feda2v_flwr.data.durations import with_measured_clip_seconds  # noqa: PLC0415 (reads the dataset)
+
+        config = with_measured_clip_seconds(config)
+    return config
 
 
 def validate_config(raw: Mapping[str, Any], source: str = "config") -> ExperimentConfig:

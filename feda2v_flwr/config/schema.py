@@ -6,7 +6,7 @@ rejected (see ``loading.py`` for the error messages that name the closest valid 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -249,7 +249,10 @@ class DataSettings(_Section):
     # Files only: a seeded (split_seed) choice of at most this many readable clips per class, made
     # before the train / val / test split (the original's VEGAS samples_per_node); None: all.
     max_clips_per_class: int | None = Field(None, ge=1)
-    clip_seconds: float = Field(5.0, gt=0.2)
+    # Every clip is cut or zero-padded to this length; "auto": measured from the dataset's files
+    # when the config is loaded (the auto_clip_percentile of the clips' durations; 100: longest).
+    clip_seconds: Annotated[float, Field(gt=0.2)] | Literal["auto"] = 5.0
+    auto_clip_percentile: float = Field(100.0, gt=0, le=100)
     sample_rate: int = Field(16000, ge=4000)
     # by_class: disjoint classes, round robin (or nodes.<id>.selected_classes); iid / dirichlet /
     # classes_per_node assign clips with flwr-datasets' partitioners; local (deployment: each

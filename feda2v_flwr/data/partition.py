@@ -345,7 +345,7 @@ def _warn_if_mostly_padding(durations: list[float], clip_seconds: float, partiti
     if median < 0.5 * clip_seconds:
         log.warning(
             "Node %d: its clips last %.2f s (median of %d) but data.clip_seconds is %.1f: about %.0f %% of each "
-            "clip is zero padding. Set data.clip_seconds near %.1f.",
+            'clip is zero padding. Set data.clip_seconds near %.1f, or to "auto" (measured from the files).',
             partition_id,
             median,
             len(durations),

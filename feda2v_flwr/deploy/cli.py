@@ -26,6 +26,7 @@ from pathlib import Path
 
 from feda2v_flwr.config import ConfigError, load_config
 from feda2v_flwr.config.loading import PROJECT_ROOT
+from feda2v_flwr.data.durations import pinned_overrides
 from feda2v_flwr.deploy.certs import DEFAULT_NAMES, CertificateFiles, make_certificates
 from feda2v_flwr.deploy.commands import (
     DEFAULT_NODE_PORT,
@@ -146,7 +147,8 @@ def _register(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     overrides = "; ".join(args.set)
-    load_config(args.config, overrides)  # a ConfigError ends here, before anything is sent (main: exit 2)
+    experiment = load_config(args.config, overrides)  # a ConfigError ends here, before anything is sent (main: exit 2)
+    overrides = pinned_overrides(args.config, overrides, experiment)  # clip_seconds "auto": the nodes need no data here
     flwr_home = Path(args.flwr_home).resolve()
     write_connection(flwr_home, CONNECTION, args.superlink, Path(args.ca) if args.ca else None)
     env = flower_env(flwr_home)
