@@ -229,9 +229,10 @@ class NodeSettings(_Section):
     val_ratio: float | None = Field(None, ge=0, lt=1)
     split_seed: int | None = Field(None, ge=0, lt=2**32)
     max_clips_per_class: int | None = Field(None, ge=1)  # None: data.max_clips_per_class
-    # Fault-tolerance drills: this node raises in every fit ("raise"), sends NaN ("nan"), or
-    # poisons: its adapters all 1e30 ("huge", finite in float32).
-    simulate_fault: Literal["raise", "nan", "huge"] | None = None
+    # Fault-tolerance drills: this node raises in every fit ("raise"), sends NaN ("nan"),
+    # poisons: its adapters all 1e30 ("huge", finite in float32), or hangs in every fit for twice
+    # federation.round_timeout before it raises ("hang": the server counts it failed at the timeout).
+    simulate_fault: Literal["raise", "nan", "huge", "hang"] | None = None
     # Client generator overrides for this node.
     generator_granularity: Literal["unified", "per_class", "per_group"] | None = None
     generator_train_classes: list[str] | None = None

@@ -10,6 +10,7 @@ deployment closes, children (SuperExecs, ClientApps) included.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -67,6 +68,7 @@ class LoopbackDeployment:
         self.marker = uuid.uuid4().hex
         self.port = 0
         self.superlink: subprocess.Popen | None = None
+        self.serverapp_executor: subprocess.Popen | None = None
         self.supernodes: list[subprocess.Popen] = []
         self.superexecs: list[subprocess.Popen] = []
         self._log_files: list = []
@@ -114,6 +116,15 @@ class LoopbackDeployment:
         if self.tls:
             self.certs = make_certificates(self.workdir / "certs", names=["127.0.0.1"], nodes=self.nodes, force=True)
         self.port = free_port()
+        self._start_superlink()
+        write_connection(self.flwr_home, CONNECTION, self.address, self.certs.ca if self.certs else None)
+        if self.start_nodes:
+            for partition_id in range(self.nodes):
+                if self.node_auth:
+                    self.register(self.certs.node_public_key(partition_id))
+                self.start_supernode(partition_id)
+
+    def _start_superlink(self) -> None:
         command = ["feda2v-deploy", "superlink", "--host", "127.0.0.1", "--port", str(self.port)]
         command += ["--isolation", self.isolation]
         if self.certs:
@@ -124,13 +135,23 @@ class LoopbackDeployment:
         wait_for_port(self.port, self.superlink)
         if self.isolation == "process":  # the ServerApp's SuperExec; the SuperLink's API is TLS when it is
             serverapp = superexec_command(appio_address=self.address, ca=self.certs.ca if self.certs else None)
-            self.superexecs.append(self._start("superexec-serverapp", serverapp))
-        write_connection(self.flwr_home, CONNECTION, self.address, self.certs.ca if self.certs else None)
-        if self.start_nodes:
-            for partition_id in range(self.nodes):
-                if self.node_auth:
-                    self.register(self.certs.node_public_key(partition_id))
-                self.start_supernode(partition_id)
+            self.serverapp_executor = self._start("superexec-serverapp", serverapp)
+            self.superexecs.append(self.serverapp_executor)
+
+    def crash(self, process: subprocess.Popen) -> None:
+        """Fault drills: SIGKILL ``process`` and everything it started (its process group: a
+        SuperNode's SuperExec and ClientApps, the SuperLink's ServerApp), as a power cut would."""
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+    def restart_superlink(self) -> None:
+        """Crash the SuperLink and start it again on the same port (and ``state_dir``: the state
+        it persisted); the SuperNodes reconnect by themselves."""
+        if self.superlink is not None:
+            self.crash(self.superlink)
+        if self.serverapp_executor is not None:  # process isolation: the ServerApp's SuperExec goes too
+            self.crash(self.serverapp_executor)
+        self._start_superlink()
 
     def register(self, public_key: Path) -> subprocess.CompletedProcess:
         registered = self.flwr("supernode", "register", str(public_key), CONNECTION)
@@ -186,11 +207,14 @@ class LoopbackDeployment:
         output_dir: Path | None = None,
         timeout: float = 1800.0,
         stream: bool = False,
+        resume: str = "",
     ) -> tuple[str, Path]:
         """Submit the FedA2V app and wait for the end (``stream``: print the server's log as it
-        goes); returns (final status, run folder)."""
+        goes; ``resume``: a run folder or checkpoint to go on from); returns (final status, run folder)."""
         output_dir = (output_dir or self.workdir / "outputs").resolve()
-        values = run_values(str(config), overrides=overrides, run_name=run_name, output_dir=str(output_dir))
+        values = run_values(
+            str(config), overrides=overrides, run_name=run_name, output_dir=str(output_dir), resume=resume
+        )
         run_id = submit_run(PROJECT_ROOT, CONNECTION, self.env(), values)
         if stream:
             print(f"Run {run_id}; SuperLink and SuperNode logs in {self.logs}", flush=True)

@@ -123,9 +123,12 @@ class ClientTask:
         encoder_calls = self.cache.encoder.calls
         cfg = self.config
         fault = cfg.node(self.partition_id).simulate_fault
-        if fault == "raise":
+        if fault == "hang":  # a node stuck (a dead disk, a deadlock): the server stops waiting at round_timeout
+            log.warning("node %d: simulated hang (nodes.%d.simulate_fault)", self.partition_id, self.partition_id)
+            time.sleep(2 * cfg.federation.round_timeout)
+        if fault in ("raise", "hang"):
             raise RuntimeError(
-                f"simulated fault on node {self.partition_id} (nodes.{self.partition_id}.simulate_fault)"
+                f"simulated fault on node {self.partition_id} (nodes.{self.partition_id}.simulate_fault: {fault})"
             )
         self._load_adapters(global_arrays, local_adapters)
         optimizers = make_optimizers(self.model, cfg)
