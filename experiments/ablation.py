@@ -64,6 +64,17 @@ METHODS: dict[str, tuple[str, str]] = {
         f"federation.num_clients=1; {NO_SERVER_STEP}",
     ),
 }
+# Training-free heads from the same uploads (feda2v_flwr/evaluation/closed_form.py), scored like
+# the adapters; measured in the avg+ft cells (the statistics of frozen tokens: the same uploads
+# whatever the method) and shown as rows of their own.
+HEAD_SOURCE = "avg+ft"
+HEADS: dict[str, str] = {
+    "ncm-cosine": "same uploads, no training: nearest class mean (cosine) on the pooled token means",
+    "ncm-euclidean": "same uploads: nearest class mean (Euclidean)",
+    "gaussian-nb": "same uploads: Gaussian naive Bayes from the class means and stds",
+    "diagonal-lda": "same uploads: LDA with the pooled diagonal within-class variance",
+    "fedpft-head": "same uploads: softmax-linear head trained on draws from the class Gaussians (FedPFT)",
+}
 # Rough cost of a method (seconds per run on the default): the longest cells start first.
 COST = {"kd": 160, "avg+vae-uncond": 120, "avg+gan": 110, "avg+vae": 100, "avg+gaussian": 45}
 SETTINGS: dict[str, str] = {
@@ -74,7 +85,7 @@ SETTINGS: dict[str, str] = {
     "Dirichlet 1.0": "data.partitioning=dirichlet; data.dirichlet_alpha=1.0",
 }
 MAIN_SETTING = "2 classes/node"
-MEASUREMENT_VERSION = 2  # bump when what a cell measures changes: kept cells are then rerun
+MEASUREMENT_VERSION = 3  # bump when what a cell measures changes: kept cells are then rerun
 NON_IID_METHODS = ("none", "avg", "avg+ft", "avg+vae")
 # Sequence length: a finer mel-patch grid gives a longer token sequence (the stand-in for AST's
 # 1214 tokens); the length-independent tokenwise VAE serves every L.
@@ -186,7 +197,24 @@ def run_cell(cell: Cell, config_file: str, base_overrides: str, output_dir: str)
         "validation": _last(metrics, "validation"),
         "memorisation": memorisation(run),
         "upload": upload_bytes(metrics),
+        "closed_form": closed_form_heads(run) if cell.method == HEAD_SOURCE else None,
     }
+
+
+def closed_form_heads(run) -> dict[str, dict[str, float]] | None:
+    """The training-free heads built from the last round's uploads, on every node's test split
+    pooled (the split ``federation_test_metrics`` scores)."""
+    import torch
+
+    from feda2v_flwr.evaluation.closed_form import same_information_scores
+
+    summaries = run.strategy.trainer.last_summaries
+    if not summaries:
+        return None
+    tasks = [run.task(pid) for pid in sorted(run.clients)]
+    splits = [task.split("test") for task in tasks]
+    embeddings, labels = torch.cat([e for e, _ in splits]), torch.cat([y for _, y in splits])
+    return same_information_scores(summaries, tasks[0].class_index, embeddings, labels, tasks[0].target_tensors)
 
 
 def federation_test_metrics(run) -> dict[str, float]:
@@ -295,10 +323,31 @@ def _worker_init() -> None:
 # ---- the report -------------------------------------------------------------------------------
 
 
-def summarise(results: list[dict]) -> dict[tuple[str, str, str], dict]:
-    """Mean and std over seeds of every cell's numbers."""
-    groups: dict[tuple[str, str, str], list[dict]] = {}
+def with_head_rows(results: list[dict]) -> list[dict]:
+    """``results`` plus one row per closed-form head of each cell that measured them: the same
+    table, setting, seed and uploads; no rounds of its own (0 s, no generator numbers)."""
+    rows = list(results)
     for r in results:
+        for head, metrics in (r.get("closed_form") or {}).items():
+            rows.append(
+                {
+                    **r,
+                    "cell": {**r["cell"], "method": head},
+                    "federation_test": metrics,
+                    "own_split": {},
+                    "validation": None,
+                    "memorisation": None,
+                    "seconds": 0.0,
+                    "curve": [],
+                }
+            )
+    return rows
+
+
+def summarise(results: list[dict]) -> dict[tuple[str, str, str], dict]:
+    """Mean and std over seeds of every cell's numbers (the closed-form heads as rows)."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in with_head_rows(results):
         c = r["cell"]
         groups.setdefault((c["table"], c["setting"], c["method"]), []).append(r)
     out = {}
@@ -352,7 +401,8 @@ def methods_table(summary: dict) -> list[str]:
         "| DCR ratio | spread | s / run |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for method, (description, _) in METHODS.items():
+    described = {**{m: d for m, (d, _) in METHODS.items()}, **HEADS}
+    for method, description in described.items():
         s = summary.get(("methods", MAIN_SETTING, method))
         if s is None:
             continue
@@ -451,6 +501,8 @@ def findings(summary: dict) -> list[str]:
     say("methods", MAIN_SETTING, "avg+vae", "avg+ft", "What the generator's samples add to the fine-tuning")
     for variant in ("avg+vae-uncond", "avg+gan", "avg+gaussian", "kd"):
         say("methods", MAIN_SETTING, variant, "avg+vae", f"`{variant}` against the conditioned VAE")
+    for head in HEADS:
+        say("methods", MAIN_SETTING, "avg+vae", head, f"FedA2V against `{head}` on the same uploads")
     for setting in SETTINGS:
         say("noniid", setting, "avg+vae", "avg", "Server step under this skew")
         say("noniid", setting, "avg+vae", "avg+ft", "Generator samples under this skew")

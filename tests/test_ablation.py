@@ -39,6 +39,34 @@ def test_in_process_run_goes_through_flowers_rounds_and_keeps_node_state(tmp_pat
     assert all(STATE_KEY in client.state for client in run.clients.values())
 
 
+def test_closed_form_heads_from_the_uploads_equal_heads_from_the_training_clips(tmp_path, cache_dir):
+    import torch
+
+    from feda2v_flwr.evaluation.closed_form import HEADS, ClassStatistics, head_metrics, nearest_class_mean
+    from feda2v_flwr.models.sequence import pool_tokens
+
+    config = tiny_config(data={"cache_dir": str(cache_dir)}, feda2v={"use_generator": False})
+    run = run_in_process(config, tmp_path / "run")
+    scores = ablation.closed_form_heads(run)
+    assert set(scores) == set(HEADS) and all(0 <= s["retrieval_top1"] <= 1 for s in scores.values())
+    # the same head from the training clips themselves (what a centralised server would hold)
+    tasks = [run.task(pid) for pid in sorted(run.clients)]
+    length = next(iter(run.strategy.trainer.last_summaries.values())).client_audio_means[0].shape[0]
+    train = [task.split("train") for task in tasks]
+    rows = torch.cat([pool_tokens(e.float(), length).flatten(1) for e, _ in train])
+    labels = torch.cat([y for _, y in train])
+    classes = sorted(labels.unique().tolist())
+    means = torch.stack([rows[labels == c].mean(0) for c in classes])
+    variances = torch.stack([rows[labels == c].var(0, unbiased=False) for c in classes])
+    counts = torch.tensor([float((labels == c).sum()) for c in classes])
+    direct = ClassStatistics(means, variances, counts)
+    test = [task.split("test") for task in tasks]
+    test_rows = pool_tokens(torch.cat([e for e, _ in test]).float(), length).flatten(1)
+    test_labels = torch.cat([y for _, y in test])
+    predicted = torch.tensor(classes)[nearest_class_mean(direct, test_rows)]
+    assert head_metrics(predicted, test_labels, tasks[0].target_tensors) == pytest.approx(scores["ncm-cosine"])
+
+
 def test_grid_covers_every_method_setting_and_length():
     cells = ablation.grid([0, 1, 2], ["methods", "noniid", "length"], full_length=79)
     methods = {c.method for c in cells if c.table == "methods"}
@@ -99,8 +127,9 @@ def test_runner_writes_every_methods_row_on_a_tiny_setting(tmp_path):
     text = out.read_text()
     assert text.startswith("# Results\n\nHand-written intro.") and text.rstrip().endswith("Kept.")
     assert "\nold\n" not in text
-    for method in ablation.METHODS:
+    for method in [*ablation.METHODS, *ablation.HEADS]:
         assert f"| `{method}` |" in text, method
+    assert "FedA2V against `ncm-cosine` on the same uploads" in text
     for setting in ablation.SETTINGS:
         assert f"| {setting} |" in text, setting
     for length in ("L=4", "L=16", "L=64", "full"):
@@ -111,6 +140,8 @@ def test_runner_writes_every_methods_row_on_a_tiny_setting(tmp_path):
     vae = json.loads((tmp_path / "ablation" / "cells" / "methods-2_classes_node-avg+vae-seed0.json").read_text())
     assert vae["memorisation"]["dcr_ratio"] > 0 and vae["validation"]["similarity"] is not None
     assert vae["upload"]["statistics"] > 0
+    fine_tuned = json.loads((tmp_path / "ablation" / "cells" / "methods-2_classes_node-avg+ft-seed0.json").read_text())
+    assert set(fine_tuned["closed_form"]) == set(ablation.HEADS) and vae["closed_form"] is None
     # a second invocation finds every cell done and only rewrites the document
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and f"{len(cells)} cells already done" in again.stdout

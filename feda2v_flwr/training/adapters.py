@@ -118,7 +118,14 @@ def evaluate_adapters(
     Retrieval: the nearest class target (cosine) must be the clip's own class. ``retrieval_top1``
     is the mean over slots.
     """
-    outputs = predict(adapters, embeddings)
+    return retrieval_metrics(predict(adapters, embeddings), labels, targets)
+
+
+def retrieval_metrics(
+    outputs: dict[str, torch.Tensor], labels: torch.Tensor, targets: dict[str, torch.Tensor]
+) -> dict[str, float]:
+    """``evaluate_adapters``' metrics of any outputs {slot: (N, *target shape)}: a classifier's
+    too, which emits its predicted class's targets."""
     metrics: dict[str, float] = {}
     for slot, out in outputs.items():
         own = targets[slot][labels]

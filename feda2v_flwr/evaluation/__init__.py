@@ -1,0 +1,1 @@
+"""Measurements for experiments: heads computed from what the clients upload (``closed_form``)."""
