@@ -75,6 +75,11 @@ HEADS: dict[str, str] = {
     "diagonal-lda": "same uploads: LDA with the pooled diagonal within-class variance",
     "fedpft-head": "same uploads: softmax-linear head trained on draws from the class Gaussians (FedPFT)",
 }
+# Equal compute: every method with a server fine-tuning takes this many optimizer steps per round
+# (feda2v.global_model_train_steps), whatever the size of its fine-tuning set. 80 = the default
+# avg+vae's own count: 10 client class means + 50 synthetic rows = 8 batches of 8, x 10 epochs.
+FINETUNE_STEPS = 80
+MATCHED_COMPUTE = f"feda2v.global_model_train_steps={FINETUNE_STEPS}"
 # Rough cost of a method (seconds per run on the default): the longest cells start first.
 COST = {"kd": 160, "avg+vae-uncond": 120, "avg+gan": 110, "avg+vae": 100, "avg+gaussian": 45}
 SETTINGS: dict[str, str] = {
@@ -116,7 +121,23 @@ def length_overrides(length: int | None, full_length: int) -> str:
     )
 
 
-def grid(seeds: Iterable[int], tables: Iterable[str], full_length: int) -> list[Cell]:
+def fine_tunes(method: str) -> bool:
+    """Whether the method has a server step (the fine-tuning whose steps are matched)."""
+    return method in METHODS and NO_SERVER_STEP not in METHODS[method][1]
+
+
+def grid(seeds: Iterable[int], tables: Iterable[str], full_length: int, matched: bool = True) -> list[Cell]:
+    """Every cell of ``tables`` for ``seeds``; ``matched``: server steps get ``FINETUNE_STEPS``."""
+    cells = _grid(seeds, tables, full_length)
+    if not matched:
+        return cells
+    return [
+        Cell(c.table, c.setting, c.method, c.seed, _join(c.overrides, MATCHED_COMPUTE)) if fine_tunes(c.method) else c
+        for c in cells
+    ]
+
+
+def _grid(seeds: Iterable[int], tables: Iterable[str], full_length: int) -> list[Cell]:
     cells = []
     for seed in seeds:
         if "methods" in tables:
@@ -198,6 +219,7 @@ def run_cell(cell: Cell, config_file: str, base_overrides: str, output_dir: str)
         "memorisation": memorisation(run),
         "upload": upload_bytes(metrics),
         "closed_form": closed_form_heads(run) if cell.method == HEAD_SOURCE else None,
+        "finetune_steps": (_last(metrics, "finetune") or {}).get("steps", 0),
     }
 
 
@@ -338,6 +360,7 @@ def with_head_rows(results: list[dict]) -> list[dict]:
                     "validation": None,
                     "memorisation": None,
                     "seconds": 0.0,
+                    "finetune_steps": 0,
                     "curve": [],
                 }
             )
@@ -367,6 +390,7 @@ def summarise(results: list[dict]) -> dict[tuple[str, str, str], dict]:
             "upload": [r["upload"]["total"] for r in runs],
             "upload_stats": [r["upload"]["statistics"] for r in runs],
             "seconds": [r["seconds"] for r in runs],
+            "finetune_steps": [r.get("finetune_steps", np.nan) for r in runs],
         }
         seeds = [r["cell"]["seed"] for r in runs]
         out[key] = {
@@ -398,8 +422,8 @@ def _mb(pair: tuple[float, float]) -> str:
 def methods_table(summary: dict) -> list[str]:
     lines = [
         "| method | what it does | top-1 | top-1 own split | cosine | MSE clip | MSE t5 | generator val. cosine "
-        "| DCR ratio | spread | s / run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| DCR ratio | spread | fine-tuning steps / round | s / run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     described = {**{m: d for m, (d, _) in METHODS.items()}, **HEADS}
     for method, description in described.items():
@@ -409,9 +433,22 @@ def methods_table(summary: dict) -> list[str]:
         lines.append(
             f"| `{method}` | {description} | **{_fmt(s['top1'])}** | {_fmt(s['own_top1'])} | {_fmt(s['cosine'])} | "
             f"{_fmt(s['mse_clip'])} | {_fmt(s['mse_t5'])} | {_fmt(s['val_similarity'])} | {_fmt(s['dcr_ratio'], 2)} | "
-            f"{_fmt(s['spread'], 2)} | {s['seconds'][0]:.0f} |"
+            f"{_fmt(s['spread'], 2)} | {_steps(s)} | {s['seconds'][0]:.0f} |"
         )
     return lines
+
+
+def _steps(cell: dict) -> str:
+    steps = cell.get("finetune_steps", (float("nan"), 0.0))[0]
+    return "–" if np.isnan(steps) else f"{steps:.0f}"
+
+
+def unmatched_compute(sa: dict, sb: dict) -> str | None:
+    """Why two server-step cells cannot be compared (their fine-tuning steps differ), or None."""
+    a, b = (s.get("finetune_steps", (float("nan"), 0.0))[0] for s in (sa, sb))
+    if a > 0 and b > 0 and a != b:
+        return f"unequal fine-tuning steps per round ({a:.0f} vs {b:.0f})"
+    return None
 
 
 def cell_summary(summary: dict, table: str, setting: str, method: str) -> dict | None:
@@ -473,13 +510,18 @@ def paired(summary: dict, table: str, setting: str, a: str, b: str) -> tuple[flo
     return float(diffs.mean()), std, int((diffs > 0).sum()), int((diffs < 0).sum()), len(seeds)
 
 
-def findings(summary: dict) -> list[str]:
-    """Plain statements computed from the tables (paired over seeds), so none lacks a row."""
+def findings(summary: dict, allow_unmatched: bool = False) -> list[str]:
+    """Plain statements computed from the tables (paired over seeds), so none lacks a row. Two
+    server steps with unequal fine-tuning compute are not compared unless ``allow_unmatched``."""
     lines = []
 
     def say(table: str, setting: str, a: str, b: str, what: str) -> None:
         p = paired(summary, table, setting, a, b)
         if p is None:
+            return
+        why = unmatched_compute(cell_summary(summary, table, setting, a), cell_summary(summary, table, setting, b))
+        if why and not allow_unmatched:
+            lines.append(f"- {what} ({setting}): `{a}` vs `{b}` not compared: {why} (--allow-unmatched compares them).")
             return
         mean, std, wins, losses, n = p
         if n < 3:
@@ -587,7 +629,14 @@ def plot_length(summary: dict, path: Path) -> bool:
 GENERATED_START, GENERATED_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
 
 
-def report(results: list[dict], out: Path, command: str, ran_now: tuple[int, float, int], settings_note: str) -> str:
+def report(
+    results: list[dict],
+    out: Path,
+    command: str,
+    ran_now: tuple[int, float, int],
+    settings_note: str,
+    allow_unmatched: bool = False,
+) -> str:
     """The generated part of the results document (tables, plots, findings). ``ran_now``: the
     cells this invocation ran, its wall time and its number of workers."""
     summary = summarise(results)
@@ -618,7 +667,7 @@ def report(results: list[dict], out: Path, command: str, ran_now: tuple[int, flo
         lines += ["### Statistics length L against upload", "", *length_table(summary), ""]
         if plot_length(summary, figures / "length.png"):
             lines += [f"![top-1 against the statistics' upload]({figures.name}/length.png)", ""]
-    found = findings(summary)
+    found = findings(summary, allow_unmatched)
     if found:
         lines += ["### What the numbers say (paired over seeds)", "", *found, ""]
     lines.append(GENERATED_END)
@@ -666,6 +715,14 @@ def main(argv: list[str] | None = None) -> None:
         "--out", help="the results document (default: docs/RESULTS.md, --quick: <output-dir>/RESULTS.md)"
     )
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 rounds, tiny sizes: a smoke test of the runner")
+    parser.add_argument(
+        "--unmatched-compute",
+        action="store_true",
+        help=f"server steps keep their own fine-tuning epochs instead of {FINETUNE_STEPS} steps per round",
+    )
+    parser.add_argument(
+        "--allow-unmatched", action="store_true", help="compare server steps whose fine-tuning steps differ"
+    )
     args = parser.parse_args(argv)
 
     base = args.overrides
@@ -677,7 +734,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out or (output_dir / "RESULTS.md" if args.quick else "docs/RESULTS.md"))
     (output_dir / "cells").mkdir(parents=True, exist_ok=True)
     full = full_token_count(args.config, base)
-    cells = grid(seeds, args.tables, full)
+    cells = grid(seeds, args.tables, full, matched=not args.unmatched_compute)
     command = "python experiments/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(
         f"{len(cells)} federations ({len(seeds)} seeds), {args.workers} at a time; cells in {output_dir / 'cells'}",
@@ -717,7 +774,9 @@ def main(argv: list[str] | None = None) -> None:
         + (f" with `{base}`" if base else "")
         + f"; the length table's encoder: `{LONG_SEQUENCE}` ({full} tokens)."
     )
-    generated = report(results, out, command.strip(), (len(todo), wall, args.workers), note)
+    if not args.unmatched_compute:
+        note += f" Every server step fine-tunes {FINETUNE_STEPS} optimizer steps per round (`{MATCHED_COMPUTE}`)."
+    generated = report(results, out, command.strip(), (len(todo), wall, args.workers), note, args.allow_unmatched)
     write_document(out, generated)
     (output_dir / "summary.json").write_text(
         json.dumps({"|".join(k): v for k, v in summarise(results).items()}, indent=1, default=float)

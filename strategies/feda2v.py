@@ -343,6 +343,7 @@ class FedA2VStrategy(FedAvg):
                 "finetune",
                 loss=report.finetune_loss,
                 per_slot=report.finetune_loss_per_slot,
+                steps=report.finetune_steps,
                 synthetic_samples=report.synthetic_samples,
                 seconds=report.timings.get("finetune_s"),
             )

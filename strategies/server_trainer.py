@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ class RoundReport:
     validation: dict | None = None
     finetune_loss: float | None = None
     finetune_loss_per_slot: dict[str, float] = field(default_factory=dict)
+    finetune_steps: int = 0  # optimizer steps of the fine-tuning this round
     synthetic_samples: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -370,19 +372,26 @@ class ServerGeneratorTrainer:
             return
         inputs, targets = self._finetune_set(summaries, report)
         opt, batch = self.finetune_optimizer, self.config.training.batch_size
+        steps = f.global_model_train_steps  # None: global_model_train_epochs passes
+        per_epoch = max(1, math.ceil(len(inputs) / batch))
+        epochs = f.global_model_train_epochs if steps is None else math.ceil(steps / per_epoch)
         self.adapters.train()
-        for _ in range(f.global_model_train_epochs):
-            sums = dict.fromkeys(self.adapters, 0.0)
+        for _ in range(epochs):
+            sums, seen = dict.fromkeys(self.adapters, 0.0), 0
             order = torch.randperm(len(inputs), generator=self.rng)
             for start in range(0, len(order), batch):
+                if steps is not None and report.finetune_steps == steps:
+                    break
                 idx = order[start : start + batch]
                 opt.zero_grad(set_to_none=True)
                 losses = {s: adapter_loss(m(inputs[idx]), targets[s][idx]) for s, m in self.adapters.items()}
                 sum(losses.values()).backward()
                 opt.step()
+                report.finetune_steps += 1
+                seen += len(idx)
                 for slot, loss in losses.items():
                     sums[slot] += loss.item() * len(idx)
-            report.finetune_loss_per_slot = {s: v / len(inputs) for s, v in sums.items()}
+            report.finetune_loss_per_slot = {s: v / seen for s, v in sums.items()}
         report.finetune_loss = float(sum(report.finetune_loss_per_slot.values()))
 
     def _finetune_set(

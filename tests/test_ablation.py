@@ -86,6 +86,31 @@ def test_every_cell_is_a_valid_config(config_file):
         load_config(config_file, f"{cell.overrides}; training.seed=1; data.partition_seed=1")
 
 
+def test_server_steps_get_equal_fine_tuning_steps_and_unequal_ones_are_not_compared():
+    cells = ablation.grid([0], ["methods"], full_length=79)
+    matched = {c.method for c in cells if ablation.MATCHED_COMPUTE in c.overrides}
+    assert matched == {"avg+ft", "avg+vae", "avg+vae-uncond", "avg+gan", "avg+gaussian", "kd"}
+    assert not any(ablation.MATCHED_COMPUTE in c.overrides for c in ablation.grid([0], ["methods"], 79, matched=False))
+    summary = {
+        ("methods", ablation.MAIN_SETTING, "avg+vae"): {
+            "per_seed_top1": {0: 0.7, 1: 0.8, 2: 0.5},
+            "finetune_steps": (80.0, 0.0),
+        },
+        ("methods", ablation.MAIN_SETTING, "avg+ft"): {
+            "per_seed_top1": {0: 0.6, 1: 0.7, 2: 0.6},
+            "finetune_steps": (20.0, 0.0),
+        },
+        ("methods", ablation.MAIN_SETTING, "avg"): {
+            "per_seed_top1": {0: 0.5, 1: 0.6, 2: 0.5},
+            "finetune_steps": (0, 0),
+        },
+    }
+    lines = "\n".join(ablation.findings(summary))
+    assert "`avg+vae` vs `avg+ft` not compared: unequal fine-tuning steps per round (80 vs 20)" in lines
+    assert "`avg+vae` − `avg` = +0.133" in lines  # a server step against none: that is the question
+    assert "`avg+vae` − `avg+ft` = +0.033" in "\n".join(ablation.findings(summary, allow_unmatched=True))
+
+
 def test_paired_findings_need_three_seeds_and_follow_the_numbers():
     summary = {
         ("methods", ablation.MAIN_SETTING, "avg"): {"per_seed_top1": {0: 0.5, 1: 0.6, 2: 0.55}},
@@ -142,6 +167,7 @@ def test_runner_writes_every_methods_row_on_a_tiny_setting(tmp_path):
     assert vae["upload"]["statistics"] > 0
     fine_tuned = json.loads((tmp_path / "ablation" / "cells" / "methods-2_classes_node-avg+ft-seed0.json").read_text())
     assert set(fine_tuned["closed_form"]) == set(ablation.HEADS) and vae["closed_form"] is None
+    assert fine_tuned["finetune_steps"] == vae["finetune_steps"] == ablation.FINETUNE_STEPS
     # a second invocation finds every cell done and only rewrites the document
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and f"{len(cells)} cells already done" in again.stdout

@@ -81,6 +81,24 @@ def test_no_generator_means_fine_tuning_on_real_means_only():
     assert report.finetune_loss is not None and trainer.learner is None
 
 
+def test_fine_tuning_steps_are_epochs_over_the_rows_or_the_number_asked_for():
+    # 3 classes x 2 client means = 6 rows, batch 8: one step per epoch; TINY trains 2 epochs
+    trainer, state = _trainer(use_generator=False)
+    _, report = trainer.run_round(1, state, _fixed_stats())
+    assert report.finetune_steps == 2
+    # with 3 synthetic rows per class: 15 rows, 2 steps per epoch
+    trainer, state = _trainer(synthetic_samples_per_class=3)
+    _, report = trainer.run_round(1, state, _fixed_stats())
+    assert report.finetune_steps == 2 * 2
+    # a fixed budget: the same 7 steps whatever the rows (the last pass cut short)
+    for feda2v in ({"use_generator": False}, {"synthetic_samples_per_class": 3}):
+        trainer, state = _trainer(global_model_train_steps=7, **feda2v)
+        adam = trainer.finetune_optimizer
+        _, report = trainer.run_round(1, state, _fixed_stats())
+        assert report.finetune_steps == 7, feda2v
+        assert {int(s["step"]) for s in adam.state_dict()["state"].values()} == {7}  # Adam counted 7 steps
+
+
 def test_state_round_trip_restores_generator_and_optimizers():
     trainer, state = _trainer()
     trainer.run_round(1, state, _fixed_stats())

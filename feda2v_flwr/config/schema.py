@@ -143,6 +143,10 @@ class FedA2VSettings(_Section):
     # Server fine-tuning of the global adapters on real + synthetic data.
     global_model_train_from_nodes_adapters: bool = True
     global_model_train_epochs: int = Field(10, ge=0)
+    # Set: exactly this many optimizer steps per round instead of global_model_train_epochs passes
+    # (passes over the reshuffled rows until the steps are taken): equal compute for methods
+    # whose fine-tuning sets differ in size (class means only vs means + synthetic rows).
+    global_model_train_steps: int | None = Field(None, ge=1)
     global_model_train_learning_rate: float = Field(1e-3, gt=0)
 
     @model_validator(mode="after")
