@@ -80,6 +80,10 @@ HEADS: dict[str, str] = {
 # avg+vae's own count: 10 client class means + 50 synthetic rows = 8 batches of 8, x 10 epochs.
 FINETUNE_STEPS = 80
 MATCHED_COMPUTE = f"feda2v.global_model_train_steps={FINETUNE_STEPS}"
+# Power on the offline default: 80 procedural clips per class split 28 / 4 / 48 (train / val /
+# test): the default's 28 training clips, and 48 test clips per class where the default has 8
+# (one clip was 1/80 of the pooled top-1).
+PROCEDURAL_SPLIT = "data.clips_per_class=80; data.train_ratio=0.35; data.val_ratio=0.05"
 # Rough cost of a method (seconds per run on the default): the longest cells start first.
 COST = {"kd": 160, "avg+vae-uncond": 120, "avg+gan": 110, "avg+vae": 100, "avg+gaussian": 45}
 SETTINGS: dict[str, str] = {
@@ -404,10 +408,33 @@ def summarise(results: list[dict]) -> dict[tuple[str, str, str], dict]:
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    """(mean, half-width of its 95 % confidence interval: Student's t over the seeds)."""
     array = np.asarray(values, dtype=float)
     if np.isnan(array).all():
         return (float("nan"), float("nan"))
-    return (float(np.nanmean(array)), float(np.nanstd(array, ddof=1)) if np.isfinite(array).sum() > 1 else 0.0)
+    finite = array[np.isfinite(array)]
+    return float(finite.mean()), ci95(finite)
+
+
+def ci95(values: np.ndarray) -> float:
+    """Half-width of the 95 % confidence interval of the mean of ``values`` (0 for one value)."""
+    from scipy import stats
+
+    n = len(values)
+    if n < 2:
+        return 0.0
+    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
+
+
+def detectable_effect(diffs: np.ndarray, power: float = 0.8) -> float:
+    """The smallest mean paired difference a two-sided paired t-test (alpha 0.05) detects with
+    ``power``, given the spread of ``diffs`` over the seeds: (t_0.975 + t_power) * sd / sqrt(n)."""
+    from scipy import stats
+
+    n = len(diffs)
+    if n < 2:
+        return float("nan")
+    return float((stats.t.ppf(0.975, n - 1) + stats.t.ppf(power, n - 1)) * diffs.std(ddof=1) / np.sqrt(n))
 
 
 def _fmt(pair: tuple[float, float], digits: int = 3) -> str:
@@ -498,16 +525,41 @@ def length_table(summary: dict) -> list[str]:
 
 
 def paired(summary: dict, table: str, setting: str, a: str, b: str) -> tuple[float, float, int, int, int] | None:
-    """Mean and std of the per-seed top-1 difference a - b, in how many seeds a > b and a < b."""
+    """The per-seed top-1 difference a - b: mean, its 95 % CI half-width, in how many seeds
+    a > b and a < b, and the number of seeds."""
     sa, sb = cell_summary(summary, table, setting, a), cell_summary(summary, table, setting, b)
     if sa is None or sb is None:
         return None
     seeds = sorted(set(sa["per_seed_top1"]) & set(sb["per_seed_top1"]))
     if not seeds:
         return None
-    diffs = np.array([sa["per_seed_top1"][s] - sb["per_seed_top1"][s] for s in seeds])
-    std = float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0
-    return float(diffs.mean()), std, int((diffs > 0).sum()), int((diffs < 0).sum()), len(seeds)
+    diffs = paired_diffs(sa, sb)
+    return float(diffs.mean()), ci95(diffs), int((diffs > 0).sum()), int((diffs < 0).sum()), len(seeds)
+
+
+def paired_diffs(sa: dict, sb: dict) -> np.ndarray:
+    seeds = sorted(set(sa["per_seed_top1"]) & set(sb["per_seed_top1"]))
+    return np.array([sa["per_seed_top1"][s] - sb["per_seed_top1"][s] for s in seeds])
+
+
+def mde_line(summary: dict, table: str, setting: str, methods: Iterable[str], reference: str = "avg+vae") -> str:
+    """One line under a table: the smallest paired effect against ``reference`` its seeds detect."""
+    ref = cell_summary(summary, table, setting, reference)
+    effects = []
+    for method in methods:
+        other = cell_summary(summary, table, setting, method)
+        if ref is None or other is None or method == reference:
+            continue
+        diffs = paired_diffs(other, ref)
+        if len(diffs) > 1 and np.isfinite(detectable_effect(diffs)):
+            effects.append(detectable_effect(diffs))
+    if not effects:
+        return f"_Smallest detectable effect: needs at least 2 seeds of `{reference}` and another row._"
+    n = len(ref["per_seed_top1"])
+    return (
+        f"_Smallest top-1 difference to `{reference}` a paired t-test over these {n} seeds detects at 80 % power "
+        f"(alpha 0.05): median {np.median(effects):.3f} over the rows (range {min(effects):.3f}-{max(effects):.3f})._"
+    )
 
 
 def findings(summary: dict, allow_unmatched: bool = False) -> list[str]:
@@ -523,18 +575,20 @@ def findings(summary: dict, allow_unmatched: bool = False) -> list[str]:
         if why and not allow_unmatched:
             lines.append(f"- {what} ({setting}): `{a}` vs `{b}` not compared: {why} (--allow-unmatched compares them).")
             return
-        mean, std, wins, losses, n = p
+        mean, ci, wins, losses, n = p
         if n < 3:
             verdict = f"{n} seed(s): too few to tell"
-        elif wins == n:
-            verdict = "higher in every seed"
-        elif losses == n:
-            verdict = "lower in every seed"
+        elif mean - ci > 0:
+            verdict = "higher (the 95 % CI excludes 0)"
+        elif mean + ci < 0:
+            verdict = "lower (the 95 % CI excludes 0)"
         else:
-            verdict = "mixed across seeds"
+            verdict = f"no difference larger than {max(abs(mean - ci), abs(mean + ci)):.3f} either way"
+        diffs = paired_diffs(cell_summary(summary, table, setting, a), cell_summary(summary, table, setting, b))
+        detectable = detectable_effect(diffs)
         lines.append(
-            f"- {what} ({setting}): `{a}` − `{b}` = {mean:+.3f} ± {std:.3f} top-1; `{a}` higher in {wins}, lower in "
-            f"{losses} of {n} seeds → **{verdict}**."
+            f"- {what} ({setting}): `{a}` − `{b}` = {mean:+.3f} ± {ci:.3f} top-1 (95 % CI); `{a}` higher in {wins}, "
+            f"lower in {losses} of {n} seeds; detectable at 80 % power: {detectable:.3f} → **{verdict}**."
         )
 
     say("methods", MAIN_SETTING, "avg", "none", "Federating at all")
@@ -653,18 +707,23 @@ def report(
         "",
     ]
     if any(k[0] == "methods" for k in summary):
-        lines += [f"### Methods ({MAIN_SETTING}, mean ± std over seeds)", "", *methods_table(summary), ""]
+        lines += [f"### Methods ({MAIN_SETTING}, mean ± 95 % CI over seeds)", "", *methods_table(summary), ""]
+        lines += [mde_line(summary, "methods", MAIN_SETTING, [*METHODS, *HEADS]), ""]
         if plot_curves(summary, figures / "methods.png", "methods", MAIN_SETTING, METHODS, f"Methods, {MAIN_SETTING}"):
             lines += [f"![top-1 per round, every method]({figures.name}/methods.png)", ""]
     if any(k[0] == "noniid" for k in summary):
-        lines += ["### Label skew (top-1 on the federation's test set)", "", *noniid_table(summary), ""]
+        lines += ["### Label skew (top-1 on the federation's test set, mean ± 95 % CI)", "", *noniid_table(summary), ""]
+        for setting in SETTINGS:
+            if any(k[:2] == ("noniid", setting) for k in summary):
+                lines += [f"{setting}: " + mde_line(summary, "noniid", setting, NON_IID_METHODS)]
+        lines.append("")
         for setting in SETTINGS:
             name = re.sub(r"[^a-z0-9]+", "_", setting.lower()).strip("_")
             if plot_curves(summary, figures / f"noniid_{name}.png", "noniid", setting, NON_IID_METHODS, setting):
                 lines.append(f"![{setting}]({figures.name}/noniid_{name}.png)")
         lines.append("")
     if any(k[0] == "length" for k in summary):
-        lines += ["### Statistics length L against upload", "", *length_table(summary), ""]
+        lines += ["### Statistics length L against upload (mean ± 95 % CI)", "", *length_table(summary), ""]
         if plot_length(summary, figures / "length.png"):
             lines += [f"![top-1 against the statistics' upload]({figures.name}/length.png)", ""]
     found = findings(summary, allow_unmatched)
@@ -689,6 +748,12 @@ def write_document(out: Path, generated: str) -> None:
 # ---- main -------------------------------------------------------------------------------------
 
 
+def _dataset(config_file: str, overrides: str) -> str:
+    from feda2v_flwr.config import load_config
+
+    return load_config(config_file, overrides, measure=False).data.dataset
+
+
 def full_token_count(config_file: str, overrides: str) -> int:
     from feda2v_flwr.config import load_config
     from feda2v_flwr.encoders import build_audio_encoder
@@ -703,7 +768,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/default.json")
     parser.add_argument("--overrides", default="", help="applied to every cell, e.g. 'federation.global_rounds=3'")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument(
         "--tables", nargs="+", default=["methods", "noniid", "length"], choices=["methods", "noniid", "length"]
     )
@@ -730,6 +795,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         seeds = seeds[:1]
         base = _join(QUICK, base)
+    elif _dataset(args.config, base) == "procedural":
+        base = _join(PROCEDURAL_SPLIT, base)
     output_dir = Path(args.output_dir or ("outputs/ablation-quick" if args.quick else "outputs/ablation")).resolve()
     out = Path(args.out or (output_dir / "RESULTS.md" if args.quick else "docs/RESULTS.md"))
     (output_dir / "cells").mkdir(parents=True, exist_ok=True)

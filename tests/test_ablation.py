@@ -121,10 +121,21 @@ def test_paired_findings_need_three_seeds_and_follow_the_numbers():
     mean, std, wins, losses, n = ablation.paired(summary, "methods", ablation.MAIN_SETTING, "avg+vae", "avg")
     assert (round(mean, 4), wins, losses, n) == (round((0.2 + 0.2 - 0.05) / 3, 4), 2, 1, 3)
     lines = "\n".join(ablation.findings(summary))
-    assert "`avg+vae` − `avg` = +0.117" in lines and "mixed across seeds" in lines
+    # diffs 0.2, 0.2, -0.05: sd 0.1443, 95 % CI +-4.303 * 0.1443 / sqrt(3) = 0.359
+    assert "`avg+vae` − `avg` = +0.117 ± 0.359 top-1 (95 % CI)" in lines
+    assert "**no difference larger than 0.475 either way**" in lines
     assert "2 seed(s): too few to tell" in lines  # avg+vae vs avg+ft share two seeds only
     kd = next(line for line in lines.splitlines() if "`kd` −" in line)
-    assert "higher in 0, lower in 2 of 3 seeds → **mixed across seeds**" in kd  # a tie is no loss
+    # diffs 0, -0.1, -0.1: a tie is no loss; detectable: (4.303 + 1.061) * 0.0577 / sqrt(3) = 0.179
+    assert "higher in 0, lower in 2 of 3 seeds; detectable at 80 % power: 0.179" in kd
+    assert "no difference larger than 0.210 either way" in kd
+    clear = {
+        ("methods", ablation.MAIN_SETTING, "avg"): {"per_seed_top1": dict(enumerate([0.5, 0.52, 0.49, 0.51, 0.5]))},
+        ("methods", ablation.MAIN_SETTING, "avg+vae"): {"per_seed_top1": dict(enumerate([0.6, 0.63, 0.6, 0.6, 0.62]))},
+    }
+    assert "**higher (the 95 % CI excludes 0)**" in "\n".join(ablation.findings(clear))
+    # diffs -0.10, -0.11, -0.11, -0.09, -0.12: sd 0.0114; (2.776 + 0.941) * 0.0114 / sqrt(5) = 0.019
+    assert "median 0.019 over the rows" in ablation.mde_line(clear, "methods", ablation.MAIN_SETTING, ["avg"])
 
 
 @pytest.mark.slow
