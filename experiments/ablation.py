@@ -47,6 +47,15 @@ METHODS: dict[str, tuple[str, str]] = {
         f"feda2v.adapter_aggregation_mode=none; {NO_SERVER_STEP}",
     ),
     "avg": ("FedAvg of the adapters, no server step", NO_SERVER_STEP),
+    "avg-long": (
+        "FedAvg run to convergence: 30 rounds of 1 local epoch (twice the default's 5 x 3 client epochs), "
+        "no server step",
+        f"federation.global_rounds=30; federation.local_epochs=1; {NO_SERVER_STEP}",
+    ),
+    "avg+prox": (
+        "FedProx: FedAvg with a proximal term (mu 0.01, not tuned) on the nodes' adapter training, no server step",
+        f"federation.proximal_mu=0.01; {NO_SERVER_STEP}",
+    ),
     "avg+ft": (
         "avg + server fine-tuning on the clients' class means only (no generator)",
         "feda2v.use_generator=false",
@@ -217,6 +226,8 @@ def run_cell(cell: Cell, config_file: str, base_overrides: str, output_dir: str)
         "overrides": overrides,
         "seconds": seconds,
         "curve": [[m["round"], m.get("test_retrieval_top1")] for m in metrics if m["phase"] == "evaluate"],
+        "val_curve": [[m["round"], m.get("val_retrieval_top1")] for m in metrics if m["phase"] == "evaluate"],
+        "client_epochs": config.federation.global_rounds * config.federation.local_epochs,
         "own_split": run.strategy.summary.get("evaluation", {}),
         "federation_test": federation_test_metrics(run),
         "validation": _last(metrics, "validation"),
@@ -225,6 +236,16 @@ def run_cell(cell: Cell, config_file: str, base_overrides: str, output_dir: str)
         "closed_form": closed_form_heads(run) if cell.method == HEAD_SOURCE else None,
         "finetune_steps": (_last(metrics, "finetune") or {}).get("steps", 0),
     }
+
+
+def plateau_round(val_curve: list[list], tolerance: float = 0.01) -> int | None:
+    """The first round whose val top-1 is within ``tolerance`` of the run's best: where the
+    validation metric stopped improving (None: no val numbers)."""
+    points = [(r, v) for r, v in val_curve if v is not None and np.isfinite(v)]
+    if not points:
+        return None
+    best = max(v for _, v in points)
+    return next(r for r, v in points if v >= best - tolerance)
 
 
 def closed_form_heads(run) -> dict[str, dict[str, float]] | None:
@@ -365,7 +386,9 @@ def with_head_rows(results: list[dict]) -> list[dict]:
                     "memorisation": None,
                     "seconds": 0.0,
                     "finetune_steps": 0,
+                    "client_epochs": 0,
                     "curve": [],
+                    "val_curve": [],
                 }
             )
     return rows
@@ -395,6 +418,8 @@ def summarise(results: list[dict]) -> dict[tuple[str, str, str], dict]:
             "upload_stats": [r["upload"]["statistics"] for r in runs],
             "seconds": [r["seconds"] for r in runs],
             "finetune_steps": [r.get("finetune_steps", np.nan) for r in runs],
+            "client_epochs": [r.get("client_epochs", np.nan) for r in runs],
+            "plateau_round": [plateau_round(r.get("val_curve", [])) or np.nan for r in runs],
         }
         seeds = [r["cell"]["seed"] for r in runs]
         out[key] = {
@@ -449,8 +474,9 @@ def _mb(pair: tuple[float, float]) -> str:
 def methods_table(summary: dict) -> list[str]:
     lines = [
         "| method | what it does | top-1 | top-1 own split | cosine | MSE clip | MSE t5 | generator val. cosine "
-        "| DCR ratio | spread | fine-tuning steps / round | s / run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| DCR ratio | spread | client epochs (rounds x local) | val plateau round | fine-tuning steps / round "
+        "| s / run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     described = {**{m: d for m, (d, _) in METHODS.items()}, **HEADS}
     for method, description in described.items():
@@ -460,9 +486,15 @@ def methods_table(summary: dict) -> list[str]:
         lines.append(
             f"| `{method}` | {description} | **{_fmt(s['top1'])}** | {_fmt(s['own_top1'])} | {_fmt(s['cosine'])} | "
             f"{_fmt(s['mse_clip'])} | {_fmt(s['mse_t5'])} | {_fmt(s['val_similarity'])} | {_fmt(s['dcr_ratio'], 2)} | "
-            f"{_fmt(s['spread'], 2)} | {_steps(s)} | {s['seconds'][0]:.0f} |"
+            f"{_fmt(s['spread'], 2)} | {_count(s, 'client_epochs')} | {_count(s, 'plateau_round')} | {_steps(s)} | "
+            f"{s['seconds'][0]:.0f} |"
         )
     return lines
+
+
+def _count(cell: dict, key: str) -> str:
+    value = cell.get(key, (float("nan"), 0.0))[0]
+    return "–" if np.isnan(value) else f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
 def _steps(cell: dict) -> str:
@@ -592,6 +624,10 @@ def findings(summary: dict, allow_unmatched: bool = False) -> list[str]:
         )
 
     say("methods", MAIN_SETTING, "avg", "none", "Federating at all")
+    say("methods", MAIN_SETTING, "avg-long", "avg", "FedAvg run to convergence against 5 rounds")
+    say("methods", MAIN_SETTING, "avg+vae", "avg-long", "FedA2V against FedAvg run to convergence")
+    say("methods", MAIN_SETTING, "avg+prox", "avg", "FedProx's proximal term")
+    say("methods", MAIN_SETTING, "avg+vae", "avg+prox", "FedA2V against FedProx")
     say("methods", MAIN_SETTING, "avg+ft", "avg", "Server fine-tuning on the class means")
     say("methods", MAIN_SETTING, "avg+vae", "avg", "The full server step (VAE + fine-tuning)")
     say("methods", MAIN_SETTING, "avg+vae", "avg+ft", "What the generator's samples add to the fine-tuning")

@@ -86,6 +86,12 @@ def test_every_cell_is_a_valid_config(config_file):
         load_config(config_file, f"{cell.overrides}; training.seed=1; data.partition_seed=1")
 
 
+def test_the_plateau_is_the_first_round_within_a_hundredth_of_the_best_val_score():
+    curve = [[1, 0.3], [2, 0.6], [3, 0.795], [4, 0.8], [5, 0.79], [6, None]]
+    assert ablation.plateau_round(curve) == 3
+    assert ablation.plateau_round([[1, None]]) is None
+
+
 def test_server_steps_get_equal_fine_tuning_steps_and_unequal_ones_are_not_compared():
     cells = ablation.grid([0], ["methods"], full_length=79)
     matched = {c.method for c in cells if ablation.MATCHED_COMPUTE in c.overrides}
@@ -179,6 +185,8 @@ def test_runner_writes_every_methods_row_on_a_tiny_setting(tmp_path):
     fine_tuned = json.loads((tmp_path / "ablation" / "cells" / "methods-2_classes_node-avg+ft-seed0.json").read_text())
     assert set(fine_tuned["closed_form"]) == set(ablation.HEADS) and vae["closed_form"] is None
     assert fine_tuned["finetune_steps"] == vae["finetune_steps"] == ablation.FINETUNE_STEPS
+    converged = json.loads((tmp_path / "ablation" / "cells" / "methods-2_classes_node-avg-long-seed0.json").read_text())
+    assert converged["client_epochs"] == 30 and len(converged["val_curve"]) == 30
     # a second invocation finds every cell done and only rewrites the document
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and f"{len(cells)} cells already done" in again.stdout

@@ -190,6 +190,9 @@ class FederationSettings(_Section):
     num_clients: int = Field(5, ge=1)
     global_rounds: int = Field(5, ge=1)
     local_epochs: int = Field(3, ge=0)
+    # FedProx (Li et al., MLSys 2020): each node's adapter loss gets mu/2 * ||w - w_global||^2,
+    # w_global being the adapters it received this round; 0: plain local training (FedAvg).
+    proximal_mu: float = Field(0.0, ge=0)
     eval_gap: int = Field(1, ge=0)
     # Valid replies needed to aggregate a round; fewer skip the round, not the run.
     min_fit_clients: int = Field(1, ge=1)

@@ -72,6 +72,8 @@ def train_adapters(
     """
     f = config.feda2v
     batch_size = config.training.batch_size
+    mu = config.federation.proximal_mu
+    anchors = {slot: [p.detach().clone() for p in m.parameters()] for slot, m in adapters.items()} if mu else {}
     adapters.train()
     last: dict[str, float] = {}
     for epoch in range(epochs):
@@ -89,13 +91,21 @@ def train_adapters(
                 optimizer = optimizers[slot]
                 optimizer.zero_grad(set_to_none=True)
                 loss = adapter_loss(module(x), targets[slot][labels[idx]], f.adapter_cosine_loss_weight)
-                loss.backward()
+                if mu:  # FedProx's proximal term; the reported loss stays the data loss
+                    (loss + proximal_term(module, anchors[slot], mu)).backward()
+                else:
+                    loss.backward()
                 if f.optimizer_clip_gradients:
                     nn.utils.clip_grad_norm_(module.parameters(), GRAD_CLIP_NORM)
                 optimizer.step()
                 sums[slot] += loss.item() * len(idx)
         last = {slot: total / len(labels) for slot, total in sums.items()}
     return last
+
+
+def proximal_term(module: nn.Module, anchor: list[torch.Tensor], mu: float) -> torch.Tensor:
+    """FedProx: mu / 2 * ||w - w_anchor||^2 over the module's parameters."""
+    return 0.5 * mu * sum(((p - a) ** 2).sum() for p, a in zip(module.parameters(), anchor, strict=True))
 
 
 @torch.no_grad()
