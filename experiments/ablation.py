@@ -395,7 +395,7 @@ def with_head_rows(results: list[dict]) -> list[dict]:
 
 
 def summarise(results: list[dict]) -> dict[tuple[str, str, str], dict]:
-    """Mean and std over seeds of every cell's numbers (the closed-form heads as rows)."""
+    """Mean and 95 % CI over seeds of every cell's numbers (the closed-form heads as rows)."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in with_head_rows(results):
         c = r["cell"]
@@ -427,12 +427,12 @@ def summarise(results: list[dict]) -> dict[tuple[str, str, str], dict]:
             "seeds": seeds,
             "per_seed_top1": dict(zip(seeds, values["top1"], strict=True)),
             "curves": [r["curve"] for r in runs],
-            **{k: _mean_std(v) for k, v in values.items()},
+            **{k: _mean_ci(v) for k, v in values.items()},
         }
     return out
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def _mean_ci(values: list[float]) -> tuple[float, float]:
     """(mean, half-width of its 95 % confidence interval: Student's t over the seeds)."""
     array = np.asarray(values, dtype=float)
     if np.isnan(array).all():
