@@ -238,6 +238,15 @@ def run_cell(cell: Cell, config_file: str, base_overrides: str, output_dir: str)
     }
 
 
+def _pooled_test_split(run):
+    """(the nodes' tasks, every node's test embeddings and labels concatenated)."""
+    import torch
+
+    tasks = [run.task(pid) for pid in sorted(run.clients)]
+    splits = [task.split("test") for task in tasks]
+    return tasks, torch.cat([e for e, _ in splits]), torch.cat([y for _, y in splits])
+
+
 def plateau_round(val_curve: list[list], tolerance: float = 0.01) -> int | None:
     """The first round whose val top-1 is within ``tolerance`` of the run's best: where the
     validation metric stopped improving (None: no val numbers)."""
@@ -251,30 +260,24 @@ def plateau_round(val_curve: list[list], tolerance: float = 0.01) -> int | None:
 def closed_form_heads(run) -> dict[str, dict[str, float]] | None:
     """The training-free heads built from the last round's uploads, on every node's test split
     pooled (the split ``federation_test_metrics`` scores)."""
-    import torch
 
     from feda2v_flwr.evaluation.closed_form import same_information_scores
 
     summaries = run.strategy.trainer.last_summaries
     if not summaries:
         return None
-    tasks = [run.task(pid) for pid in sorted(run.clients)]
-    splits = [task.split("test") for task in tasks]
-    embeddings, labels = torch.cat([e for e, _ in splits]), torch.cat([y for _, y in splits])
+    tasks, embeddings, labels = _pooled_test_split(run)
     return same_information_scores(summaries, tasks[0].class_index, embeddings, labels, tasks[0].target_tensors)
 
 
 def federation_test_metrics(run) -> dict[str, float]:
     """The final adapters on every node's test split pooled: the global adapters, or for
     standalone runs each node's own adapters (averaged over nodes)."""
-    import torch
 
     from feda2v_flwr.payload import ndarrays_to_module
     from feda2v_flwr.training.adapters import evaluate_adapters
 
-    tasks = [run.task(pid) for pid in sorted(run.clients)]
-    splits = [task.split("test") for task in tasks]
-    embeddings, labels = torch.cat([e for e, _ in splits]), torch.cat([y for _, y in splits])
+    tasks, embeddings, labels = _pooled_test_split(run)
     first = tasks[0]
     global_arrays = [run.strategy.state[k] for k in run.strategy.adapter_keys]
     if run.strategy.config.feda2v.adapter_aggregation_mode == "none":
@@ -486,8 +489,8 @@ def methods_table(summary: dict) -> list[str]:
         lines.append(
             f"| `{method}` | {description} | **{_fmt(s['top1'])}** | {_fmt(s['own_top1'])} | {_fmt(s['cosine'])} | "
             f"{_fmt(s['mse_clip'])} | {_fmt(s['mse_t5'])} | {_fmt(s['val_similarity'])} | {_fmt(s['dcr_ratio'], 2)} | "
-            f"{_fmt(s['spread'], 2)} | {_count(s, 'client_epochs')} | {_count(s, 'plateau_round')} | {_steps(s)} | "
-            f"{s['seconds'][0]:.0f} |"
+            f"{_fmt(s['spread'], 2)} | {_count(s, 'client_epochs')} | {_count(s, 'plateau_round')} | "
+            f"{_count(s, 'finetune_steps')} | {s['seconds'][0]:.0f} |"
         )
     return lines
 
@@ -495,11 +498,6 @@ def methods_table(summary: dict) -> list[str]:
 def _count(cell: dict, key: str) -> str:
     value = cell.get(key, (float("nan"), 0.0))[0]
     return "–" if np.isnan(value) else f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
-
-
-def _steps(cell: dict) -> str:
-    steps = cell.get("finetune_steps", (float("nan"), 0.0))[0]
-    return "–" if np.isnan(steps) else f"{steps:.0f}"
 
 
 def unmatched_compute(sa: dict, sb: dict) -> str | None:

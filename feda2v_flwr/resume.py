@@ -77,18 +77,12 @@ def final_evaluation_pending(config: ExperimentConfig, payload: dict[str, Any], 
     ``metrics.jsonl`` holds none: the run was stopped (a SIGTERM) after its final checkpoint and
     before its final evaluation, so resuming runs that evaluation alone."""
     last = int(payload["round"])
-    if last != config.federation.global_rounds or not evaluates_last_round(config):
+    if last != config.federation.global_rounds or not config.evaluation_due(last):
         return False
     run = run_folder_of(Path(path).resolve())
     if run is None:
         return False
     return not any(_phase_and_round(line) == ("evaluate", last) for line in _lines(run / "metrics.jsonl"))
-
-
-def evaluates_last_round(config: ExperimentConfig) -> bool:
-    """Whether a run evaluates at its last round (the strategy's ``_evaluation_due`` there)."""
-    last, every = config.federation.global_rounds, config.images.every_rounds
-    return config.federation.eval_gap > 0 or (every > 0 and last % every == 0)
 
 
 def trim_metrics(path: Path, last_round: int) -> int:
@@ -97,7 +91,7 @@ def trim_metrics(path: Path, last_round: int) -> int:
     if not path.is_file():
         return 0
     lines = path.read_text().splitlines()
-    kept = [line for line in lines if _round_of(line) is not None and _round_of(line) <= last_round]
+    kept = [line for line in lines if (r := _round_of(line)) is not None and r <= last_round]
     if len(kept) != len(lines):
         path.write_text("".join(line + "\n" for line in kept))
     return len(lines) - len(kept)
@@ -107,19 +101,18 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.is_file() else []
 
 
-def _phase_and_round(line: str) -> tuple[str, int] | None:
+def _phase_and_round(line: str) -> tuple[str | None, int] | None:
+    """A metrics line's (phase, round); None for a line cut short by a kill."""
     try:
         record = json.loads(line)
-        return str(record["phase"]), int(record["round"])
-    except (ValueError, KeyError, TypeError):
+        return record.get("phase"), int(record["round"])
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
 def _round_of(line: str) -> int | None:
-    try:
-        return int(json.loads(line)["round"])
-    except (ValueError, KeyError, TypeError):
-        return None
+    parsed = _phase_and_round(line)
+    return None if parsed is None else parsed[1]
 
 
 def run_folder_of(checkpoint: Path) -> Path | None:

@@ -32,7 +32,7 @@ from flwr.server.strategy import FedAvg
 from feda2v_flwr.checkpoint import new_payload, save_checkpoint
 from feda2v_flwr.config.loading import config_hash, resolve_run_path
 from feda2v_flwr.config.schema import ExperimentConfig
-from feda2v_flwr.images.drawing import decode_labels, images_due
+from feda2v_flwr.images.drawing import decode_labels
 from feda2v_flwr.images.scoring import image_metrics
 from feda2v_flwr.payload import ClientUpdate, for_transfer, largest_transferable
 from feda2v_flwr.replies import (
@@ -156,9 +156,7 @@ class FedA2VStrategy(FedAvg):
         return None if started is None else time.perf_counter() - started
 
     def _evaluation_due(self, server_round: int) -> bool:
-        gap = self.config.federation.eval_gap
-        due = gap > 0 and (server_round % gap == 0 or server_round in (self.num_rounds, self.last_round))
-        return due or images_due(self.config.images, server_round)
+        return self.config.evaluation_due(server_round, self.last_round)
 
     def participants(self, server_round: int) -> list[int] | None:
         """Partial participation (``federation.clients_per_round``): the partition ids that train

@@ -23,9 +23,11 @@ from feda2v_flwr.reporting import read_metrics
 pytestmark = pytest.mark.slow
 
 
-def _config_file(tmp_path, cache_dir):
+def _config_file(tmp_path, cache_dir, **federation):
+    """The tiny config with its cache in ``cache_dir`` and ``federation`` settings changed."""
     raw = json.loads(json.dumps(TINY))
     raw["data"]["cache_dir"] = str(cache_dir)
+    raw["federation"].update(federation)
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(raw))
     return path

@@ -12,22 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from test_deployment import _config_file
 
-from conftest import TINY
 from feda2v_flwr.deploy.loopback import CONNECTION, LoopbackDeployment
 from feda2v_flwr.processes import marked_processes
 from feda2v_flwr.reporting import read_metrics
 
 pytestmark = pytest.mark.slow
-
-
-def _config_file(tmp_path: Path, cache_dir: Path, **federation) -> Path:
-    raw = json.loads(json.dumps(TINY))
-    raw["data"]["cache_dir"] = str(cache_dir)
-    raw["federation"].update(federation)
-    path = tmp_path / "tiny.json"
-    path.write_text(json.dumps(raw))
-    return path
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout: float = 600.0) -> None:

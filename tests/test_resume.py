@@ -184,28 +184,20 @@ def test_a_run_stopped_before_its_final_evaluation_resumes_to_it(uninterrupted, 
 
 
 def test_only_a_missing_final_evaluation_is_resumed_alone(uninterrupted, tmp_path):
+    from test_node_count import manager_with
+
     from feda2v_flwr.server_app import build_strategy
 
     stopped = _without_final_evaluation(uninterrupted, tmp_path / "stopped")
     config = validate_config(json.loads(_final(uninterrupted)["config"]))
     strategy = build_strategy(config, stopped, resume=str(stopped))
     assert (strategy.evaluation_only, strategy.round_offset, strategy.last_round) == (True, ROUNDS - 1, ROUNDS)
-    assert strategy.configure_fit(1, strategy.initial_parameters, _Nodes()) == []
+    assert strategy.configure_fit(1, strategy.initial_parameters, manager_with(2)) == []
     assert read_metrics(stopped / "metrics.jsonl")[-1]["phase"] != "evaluate"  # the cut-short line is gone
     # a run that never evaluates has nothing left after its last checkpoint
     quiet = config.model_copy(update={"federation": config.federation.model_copy(update={"eval_gap": 0})})
     with pytest.raises(ConfigError, match="nothing left to run"):
         check_resumable(quiet, _final(stopped), stopped / "checkpoints" / f"server_generator_round_{ROUNDS}.pt")
-
-
-class _Nodes:
-    """A client manager with the federation's two nodes connected (never contacted)."""
-
-    def num_available(self) -> int:
-        return 2
-
-    def all(self) -> dict:
-        return {}
 
 
 def test_trimming_drops_the_unfinished_rounds(tmp_path):

@@ -346,6 +346,10 @@ class ImageSettings(_Section):
     seed: int = Field(0, ge=0, lt=2**32)
     output_dir: str = "images"  # relative: inside the run folder
 
+    def due(self, server_round: int) -> bool:
+        """Whether the nodes draw pictures in ``server_round``."""
+        return self.every_rounds > 0 and server_round % self.every_rounds == 0
+
 
 class WandbSettings(_Section):
     enabled: bool = True
@@ -365,6 +369,14 @@ class ExperimentConfig(_Section):
 
     def node(self, partition_id: int) -> NodeSettings:
         return self.nodes.get(str(partition_id), NodeSettings())
+
+    def evaluation_due(self, server_round: int, session_last_round: int | None = None) -> bool:
+        """Whether ``server_round`` has a federated evaluation: every ``federation.eval_gap``
+        rounds (0: never) and at the run's and this session's last round, and whenever the nodes
+        draw pictures (they are scored in the evaluation)."""
+        gap, last = self.federation.eval_gap, self.federation.global_rounds
+        ends = (last, session_last_round or last)
+        return (gap > 0 and (server_round % gap == 0 or server_round in ends)) or self.images.due(server_round)
 
     @model_validator(mode="after")
     def _nodes_are_partitions(self) -> ExperimentConfig:

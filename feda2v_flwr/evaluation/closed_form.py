@@ -57,11 +57,12 @@ class ClassStatistics:
             counts.append(n.sum())
         return cls(torch.stack(means).float(), torch.stack(variances).float(), torch.stack(counts).float())
 
-    def floored_variances(self) -> torch.Tensor:
-        return self.variances.clamp_min(VARIANCE_FLOOR * float(self.variances.mean().clamp_min(1e-12)))
-
     def log_priors(self) -> torch.Tensor:
         return torch.log(self.counts / self.counts.sum())
+
+
+def _floored(variances: torch.Tensor) -> torch.Tensor:
+    return variances.clamp_min(VARIANCE_FLOOR * float(variances.mean().clamp_min(1e-12)))
 
 
 def nearest_class_mean(stats: ClassStatistics, features: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
@@ -75,7 +76,7 @@ def nearest_class_mean(stats: ClassStatistics, features: torch.Tensor, metric: s
 
 def gaussian_naive_bayes(stats: ClassStatistics, features: torch.Tensor) -> torch.Tensor:
     """argmax_c log p(c) + sum_f log N(x_f; mean_cf, var_cf)."""
-    precision = 1.0 / stats.floored_variances()  # (C, F)
+    precision = 1.0 / _floored(stats.variances)  # (C, F)
     # sum_f (x_f - mean_cf)^2 / var_cf, expanded into matrix products (no (N, C, F) tensor)
     squared = (features**2) @ precision.T - 2 * features @ (stats.means * precision).T
     squared = squared + (stats.means**2 * precision).sum(1)[None]
@@ -87,8 +88,7 @@ def diagonal_lda(stats: ClassStatistics, features: torch.Tensor) -> torch.Tensor
     """Linear discriminant with the count-weighted within-class variance shared by all classes:
     argmax_c x . (mean_c / var) - mean_c . (mean_c / var) / 2 + log p(c)."""
     weights = (stats.counts / stats.counts.sum())[:, None]
-    shared = ClassStatistics(stats.means, (weights * stats.variances).sum(0, keepdim=True), stats.counts)
-    var = shared.floored_variances()
+    var = _floored((weights * stats.variances).sum(0, keepdim=True))
     scaled = stats.means / var  # (C, F)
     scores = features @ scaled.T - 0.5 * (stats.means * scaled).sum(1)[None] + stats.log_priors()[None]
     return scores.argmax(1)

@@ -20,10 +20,6 @@ from feda2v_flwr.images.scoring import ZeroShotClassifier
 log = logging.getLogger(__name__)
 
 
-def images_due(settings: ImageSettings, server_round: int) -> bool:
-    return settings.every_rounds > 0 and server_round % settings.every_rounds == 0
-
-
 def pick_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
     """Indices of the first ``per_class`` rows of every label, in label order (deterministic)."""
     labels = np.asarray(labels)

@@ -20,7 +20,7 @@ from feda2v_flwr.encoders import (
     load_text_targets,
     target_slots,
 )
-from feda2v_flwr.images.drawing import ImageMaker, encode_labels, images_due, pick_per_class
+from feda2v_flwr.images.drawing import ImageMaker, encode_labels, pick_per_class
 from feda2v_flwr.images.scoring import image_metrics
 from feda2v_flwr.payload import encode_update, module_to_ndarrays, ndarrays_to_module
 from feda2v_flwr.training.adapters import (
@@ -259,7 +259,7 @@ class ClientTask:
             if len(labels):
                 for key, value in evaluate_adapters(self.model, emb, labels, self.target_tensors).items():
                     metrics[f"{split}_{key}"] = value
-        if image_dir is not None and images_due(self.config.images, server_round):
+        if image_dir is not None and self.config.images.due(server_round):
             maker = ImageMaker(self.config.feda2v.target_profile, self.config.images, self.device)
             try:  # the pipeline is big: loaded for this round only
                 metrics.update(self.draw_images(maker, image_dir / f"round_{server_round:03d}"))
