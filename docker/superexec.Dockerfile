@@ -29,11 +29,12 @@ RUN python -m pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch
 # The project and its other dependencies, at the versions of requirements/lock.txt. flwr is
 # already in the image: its line is removed from pyproject.toml, and flwr and torch from the lock.
 COPY --chown=app:app pyproject.toml README.md /app/project/
-COPY --chown=app:app requirements/lock.txt /app/project/requirements/lock.txt
+COPY --chown=app:app requirements/lock.txt requirements/no-deps.txt /app/project/requirements/
 COPY --chown=app:app feda2v_flwr /app/project/feda2v_flwr
 COPY --chown=app:app strategies /app/project/strategies
 RUN sed -i '/"flwr\[simulation\]/d' /app/project/pyproject.toml \
     && grep -v -E '^(flwr|torch)==' /app/project/requirements/lock.txt > /tmp/constraints.txt \
-    && python -m pip install --no-cache-dir --constraint /tmp/constraints.txt /app/project
+    && python -m pip install --no-cache-dir --constraint /tmp/constraints.txt /app/project \
+    && python -m pip install --no-cache-dir --no-deps -r /app/project/requirements/no-deps.txt
 
 ENTRYPOINT ["flower-superexec"]

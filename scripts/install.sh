@@ -29,4 +29,5 @@ if [ "torch==$own_torch" != "$torch_pin" ]; then
     { grep -v -e '^torch==' -e '# via torch$' "$lock"; echo "torch==$own_torch"; } > "$constraints"
 fi
 "$pip" install --quiet --constraint "$constraints" -e ".[dev,diffusion]"
+"$pip" install --quiet --no-deps -r requirements/no-deps.txt   # aisfx: its pins do not fit Python 3.11
 echo "Installed into .venv ($(.venv/bin/python -c 'import flwr, torch; print("flwr", flwr.__version__, "torch", torch.__version__)'))"

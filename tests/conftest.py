@@ -49,6 +49,15 @@ TINY = {
 }
 
 
+def need_offline_asset(present: bool, what: str) -> None:
+    """Skip a test whose Debian package is not installed; fail instead under .ci/run, which installs
+    them and sets FEDA2V_REQUIRE_OFFLINE_ASSETS=1 (a CI without them must not pass by skipping)."""
+    if not present:
+        if os.environ.get("FEDA2V_REQUIRE_OFFLINE_ASSETS") == "1":
+            pytest.fail(f"{what} is not installed, and FEDA2V_REQUIRE_OFFLINE_ASSETS=1")
+        pytest.skip(f"{what} is not installed (apt-get install sonic-pi-samples espeak-ng)")
+
+
 def tiny_config(**sections: dict) -> ExperimentConfig:
     raw = {name: dict(values) for name, values in TINY.items()}
     for name, values in sections.items():

@@ -179,7 +179,10 @@ def test_superexec_copies_what_installing_the_project_needs():
     sources = copy_sources(DOCKER / "superexec.Dockerfile")
     packages = {pattern.rstrip("*") for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
     assert packages == {"feda2v_flwr", "strategies"}
-    assert set(sources) == packages | {"pyproject.toml", pyproject["project"]["readme"], "requirements/lock.txt"}
+    requirements = {"requirements/lock.txt", "requirements/no-deps.txt"}
+    assert set(sources) == packages | {"pyproject.toml", pyproject["project"]["readme"]} | requirements
+    runs = [arguments for op, arguments in instructions(DOCKER / "superexec.Dockerfile") if op == "RUN"]
+    assert any("pip install --no-cache-dir --no-deps -r /app/project/requirements/no-deps.txt" in r for r in runs)
 
 
 def test_superexec_installs_the_locked_torch_from_the_index_then_the_project_at_the_lock_without_flwr(tmp_path):

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from conftest import TINY, save_tiny_ast, save_tiny_text_encoders, simulate, tiny_config
+from conftest import TINY, need_offline_asset, save_tiny_ast, save_tiny_text_encoders, simulate, tiny_config
 from feda2v_flwr.config.loading import PROJECT_ROOT
+from feda2v_flwr.data.prepare import SONIC_PI_SAMPLES, SonicPiSettings, prepare_sonic_pi
 from feda2v_flwr.images.cli import main as images_main
 from feda2v_flwr.reporting import read_metrics
 from feda2v_flwr.server_app import build_strategy
@@ -176,3 +177,34 @@ def test_simulation_with_a_tiny_ast_and_flux_targets_encodes_each_clip_once_and_
     result = json.loads((out / "metrics.json").read_text())
     assert result["round"] == 2 and result["image_count"] == 8 and set(result["nodes"]) == {"0", "1"}
     assert len(list(out.rglob("*.png"))) == 4
+
+
+def test_a_simulation_on_prepared_sonic_pi_recordings_with_the_pretrained_aisfx_encoder(tmp_path, cache_dir):
+    """Real recordings (Debian's CC0 Sonic Pi samples, 1.5 s clips: shorter than one aisfx block)
+    through the pretrained aisfx CNN, split so that no recording is in two splits."""
+    pytest.importorskip("aisfx")
+    need_offline_asset(SONIC_PI_SAMPLES.is_dir(), "Debian's sonic-pi-samples")
+    root = tmp_path / "sonic-pi"
+    prepare_sonic_pi(root, SonicPiSettings(clips_per_class=12, seconds=1.5))
+    config = _config_file(tmp_path, cache_dir, audio_encoder="aisfx")
+    raw = json.loads(config.read_text())
+    raw["data"] = {
+        "dataset": "audiofolder",
+        "root": str(root),
+        "classes": ["bd", "drum", "elec", "tabla"],
+        "clip_seconds": "auto",
+        "sample_rate": 44100,
+        "split_by": "groups",
+        "cache_dir": str(cache_dir),
+    }
+    config.write_text(json.dumps(raw))
+    status, run_dir = _run(tmp_path, config, "federation.global_rounds=2", "aisfx")
+    assert status == "finished:completed"
+    resolved = json.loads((run_dir / "config.json").read_text())
+    assert resolved["feda2v"]["audio_encoder"] == "aisfx" and resolved["data"]["clip_seconds"] == 1.5
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    fits = {m["round"]: m for m in metrics if m["phase"] == "fit"}
+    assert all(c["encoder_calls"] > 0 for c in fits[1]["clients"].values())
+    assert all(c["encoder_calls"] == 0 for c in fits[2]["clients"].values())  # from the embedding cache
+    final = [m for m in metrics if m["phase"] == "evaluate"][-1]
+    assert final["round"] == 2 and 0.0 <= final["test_retrieval_top1"] <= 1.0

@@ -44,6 +44,16 @@ class AstSettings(_Section):
     max_length: int | None = Field(None, ge=16)
 
 
+class AisfxSettings(_Section):
+    """The ``aisfx`` encoder: the pretrained sound-effects CNN of the ``aisfx`` package."""
+
+    # A checkpoint of the same format (None: the one inside the installed aisfx wheel).
+    weights: str | None = None
+    # Hop between 100-frame blocks, as a fraction of a block (the authors' 0.5: about 1.16 s).
+    hop_fraction: float = Field(0.5, gt=0, le=1)
+    batch_size: int = Field(32, ge=1)  # clips per forward pass
+
+
 class TextEncoderSettings(_Section):
     """Text encoders of the ``flux`` / ``sd`` target profiles: hub ids or local directories."""
 
@@ -63,9 +73,10 @@ class FedA2VSettings(_Section):
     # The original's target file ({class: {'sd': ..., 'flux': {...}}}); replaces the text encoders.
     targets_file: str | None = None
     # "precomputed": the clips already are embeddings (data.dataset "precomputed"), passed through.
-    audio_encoder: Literal["mel-patch", "ast", "precomputed"] = "mel-patch"
+    audio_encoder: Literal["mel-patch", "ast", "aisfx", "precomputed"] = "mel-patch"
     mel_patch: MelPatchSettings = Field(default_factory=MelPatchSettings)
     ast: AstSettings = Field(default_factory=AstSettings)
+    aisfx: AisfxSettings = Field(default_factory=AisfxSettings)
     use_cls_token_only: bool = False
 
     # Adapters (one per target slot).
@@ -271,8 +282,10 @@ class DataSettings(_Section):
     classes_per_node: int = Field(2, ge=1)
     partition_seed: int = Field(42, ge=0, lt=2**32)
     # "ratio": a seeded per-class split; "folds": ESC-50's folds; "official": VGGSound's train/test
-    # (val_ratio of the official train clips become val).
-    split_by: Literal["ratio", "folds", "official"] = "ratio"
+    # (val_ratio of the official train clips become val); "groups" (audiofolder, precomputed): the
+    # ratios split each class's groups, files named <group>__<anything> (one recording, or one
+    # speaker), so no group is in two splits (what `feda2v-data prepare` writes).
+    split_by: Literal["ratio", "folds", "official", "groups"] = "ratio"
     train_ratio: float = Field(0.7, gt=0, lt=1)
     val_ratio: float = Field(0.1, ge=0, lt=1)
     split_seed: int = Field(42, ge=0, lt=2**32)
@@ -316,6 +329,11 @@ class DataSettings(_Section):
             folds = [*self.train_folds, *self.val_folds, *self.test_folds]
             if len(folds) != len(set(folds)):
                 raise ValueError("train_folds, val_folds and test_folds must not share a fold")
+        if self.split_by == "groups" and self.dataset not in ("audiofolder", "precomputed"):
+            raise ValueError(
+                f"split_by 'groups' reads the group from file names (<group>__<anything>), which the "
+                f"'{self.dataset}' dataset does not name: use an audiofolder, or split_by 'ratio'"
+            )
         if self.split_by == "official" and self.dataset != "vggsound":
             raise ValueError(
                 f"split_by 'official' needs VGGSound's train/test metadata; dataset '{self.dataset}' has none: "
@@ -428,8 +446,8 @@ class ExperimentConfig(_Section):
         if precomputed == (False, True):
             raise ValueError(
                 "feda2v.audio_encoder 'precomputed' reads embeddings saved as .npy files: set data.dataset to "
-                f"'precomputed' (<root>/<class>/*.npy arrays (T, D)), or choose 'mel-patch' or 'ast' to encode the "
-                f"'{self.data.dataset}' audio"
+                f"'precomputed' (<root>/<class>/*.npy arrays (T, D)), or choose 'mel-patch', 'ast' or 'aisfx' to "
+                f"encode the '{self.data.dataset}' audio"
             )
         capped = [pid for pid, n in self.nodes.items() if n.max_clips_per_class is not None]
         if capped and self.data.dataset == "procedural":
@@ -452,7 +470,7 @@ def unused_settings(config: ExperimentConfig) -> list[str]:
         "train_folds": (data.split_by == "folds", "data.split_by 'folds'"),
         "val_folds": (data.split_by == "folds", "data.split_by 'folds'"),
         "test_folds": (data.split_by == "folds", "data.split_by 'folds'"),
-        "train_ratio": (data.split_by == "ratio", "data.split_by 'ratio'"),
+        "train_ratio": (data.split_by in ("ratio", "groups"), "data.split_by 'ratio' or 'groups'"),
     }
     return [
         f"data.{key} is set but only applies to {where}; this run ({data.dataset}, partitioning {data.partitioning}, "

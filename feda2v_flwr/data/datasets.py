@@ -63,6 +63,9 @@ VGGSOUND_SPLITS = ("train", "test")
 VGGSOUND_EXTENSIONS = (".wav", ".flac")
 
 
+GROUP_SEPARATOR = "__"  # <group>__<rest>.wav: see file_group
+
+
 class DatasetError(ValueError):
     """The data on disk does not match what the configuration expects; the message says what to fix."""
 
@@ -294,6 +297,12 @@ def embedding_mismatch(path: Path, shape: tuple[int, ...], dtype: np.dtype, inde
         f"{path} holds a {dtype} array of shape {tuple(shape)}; every .npy file of the 'precomputed' dataset must be "
         f"{expected}. Re-save it as a float array (T, D) with np.save, or move it out of data.root."
     )
+
+
+def file_group(path: Path) -> str:
+    """The group a clip file belongs to under ``data.split_by: "groups"``: its name up to the
+    first ``__`` (``bd_haus__007.flac`` -> ``bd_haus``), the whole stem when it has none."""
+    return path.stem.split(GROUP_SEPARATOR, 1)[0]
 
 
 def _class_folders(root: Path) -> list[Path]:

@@ -1,7 +1,10 @@
-"""``feda2v-data``: fetch a dataset into the layout its ``data.dataset`` reads, verified.
+"""``feda2v-data``: fetch a dataset into the layout its ``data.dataset`` reads, verified, or
+build one from recordings that install offline (``prepare``: see ``prepare.py``).
 
     feda2v-data download esc50 --root data/ESC-50-master
     feda2v-data download esc50 --root data/ESC-50-master --archive ~/ESC-50-master.zip
+    feda2v-data prepare sonic-pi --root data/sonic-pi
+    feda2v-data prepare espeak --root data/espeak
 
 ESC-50: the official GitHub archive is downloaded (or read from ``--archive``), its md5 is
 compared with the published ones, ``audio/`` and ``meta/`` are extracted into ``--root``, and the
@@ -26,6 +29,15 @@ from urllib.error import HTTPError, URLError
 from urllib.request import urlopen
 
 from tqdm import tqdm
+
+from feda2v_flwr.data.prepare import (
+    SONIC_PI_SAMPLES,
+    EspeakSettings,
+    PrepareError,
+    SonicPiSettings,
+    prepare_espeak,
+    prepare_sonic_pi,
+)
 
 ESC50_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
 ESC50_ARCHIVE = "ESC-50-master.zip"
@@ -182,14 +194,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     esc50.add_argument("--root", type=Path, required=True, help="folder that will hold audio/ and meta/")
     esc50.add_argument("--archive", type=Path, help="verify and extract this ESC-50-master.zip instead of downloading")
     esc50.add_argument("--keep-archive", action="store_true", help="keep the downloaded zip in --root")
+    _add_prepare_commands(commands)
     args = parser.parse_args(argv)
     try:
-        message = download_esc50(args.root, args.archive, args.keep_archive)
-    except (DownloadError, OSError) as err:
+        if args.command == "prepare":
+            message = _prepare(args)
+        else:
+            message = download_esc50(args.root, args.archive, args.keep_archive)
+    except (DownloadError, PrepareError, OSError) as err:
         print(f"feda2v-data: {err}", file=sys.stderr)
         return 1
     print(message)
     return 0
+
+
+def _add_prepare_commands(commands) -> None:  # noqa: ANN001 (argparse's private subparsers action)
+    prepare = commands.add_parser("prepare", help="build a dataset of real recordings that install offline")
+    datasets = prepare.add_subparsers(dest="dataset", required=True)
+    sonic = datasets.add_parser(
+        "sonic-pi",
+        help="10 instrument families from Debian's sonic-pi-samples (CC0), augmented",
+        description="Augmented clips of Debian's sonic-pi-samples (apt-get install sonic-pi-samples) in the "
+        "audiofolder layout: one folder per sample family. Use data.split_by 'groups'.",
+    )
+    sonic.add_argument("--root", type=Path, required=True, help="new or empty folder for the dataset")
+    sonic.add_argument("--source", type=Path, default=SONIC_PI_SAMPLES, help="folder of the samples (*.flac)")
+    sonic.add_argument("--clips-per-class", type=int, default=SonicPiSettings.clips_per_class)
+    sonic.add_argument("--seconds", type=float, default=SonicPiSettings.seconds, help="length of every clip")
+    sonic.add_argument("--seed", type=int, default=SonicPiSettings.seed)
+    speech = datasets.add_parser(
+        "espeak",
+        help="10 spoken command words from espeak-ng, many voices",
+        description="Ten command words spoken by espeak-ng (apt-get install espeak-ng) with several voices, "
+        "speeds and pitches, in the audiofolder layout. Use data.split_by 'groups' (a voice is a group).",
+    )
+    speech.add_argument("--root", type=Path, required=True, help="new or empty folder for the dataset")
+    speech.add_argument("--speakers", type=int, default=EspeakSettings.speakers, help="voices (accent+variant)")
+    speech.add_argument("--takes", type=int, default=EspeakSettings.takes, help="takes of each word per voice")
+    speech.add_argument("--seed", type=int, default=EspeakSettings.seed)
+
+
+def _prepare(args: argparse.Namespace) -> str:
+    if args.dataset == "sonic-pi":
+        if args.clips_per_class < 3 or args.seconds <= 0.2:
+            raise PrepareError("--clips-per-class must be at least 3 and --seconds above 0.2.")
+        return prepare_sonic_pi(args.root, SonicPiSettings(args.clips_per_class, args.seconds, args.seed), args.source)
+    if args.takes < 1:
+        raise PrepareError("--takes must be at least 1.")
+    return prepare_espeak(args.root, EspeakSettings(args.speakers, args.takes, args.seed))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,14 @@ from feda2v_flwr.data.audio_files import (
     read_audio,
     read_embedding,
 )
-from feda2v_flwr.data.datasets import AudioFile, DatasetError, DatasetIndex, embedding_mismatch, index_dataset
+from feda2v_flwr.data.datasets import (
+    AudioFile,
+    DatasetError,
+    DatasetIndex,
+    embedding_mismatch,
+    file_group,
+    index_dataset,
+)
 from feda2v_flwr.data.procedural import GENERATOR_VERSION, synthesize
 from feda2v_flwr.data.sample_partitions import assign_samples
 
@@ -329,6 +336,15 @@ def _file_splits(
             for split, indices in official_split_indices(class_name, len(train), data).items():
                 splits[split] += [_file_clip(train[i], data) for i in indices]
             splits["test"] += [_file_clip(f, data) for f in readable if f.official_split == "test"]
+        elif data.split_by == "groups":
+            groups = sorted({file_group(f.path) for f in readable})
+            split_of = {
+                groups[i]: split
+                for split, indices in split_indices(class_name, len(groups), data).items()
+                for i in indices
+            }
+            for file in readable:
+                splits[split_of[file_group(file.path)]].append(_file_clip(file, data))
         else:
             for split, indices in split_indices(class_name, len(readable), data).items():
                 splits[split] += [_file_clip(readable[i], data) for i in indices]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from feda2v_flwr.config.schema import ExperimentConfig
+from feda2v_flwr.encoders import aisfx
+from feda2v_flwr.encoders.aisfx import AisfxEncoder
 from feda2v_flwr.encoders.ast import ASTEncoder, ast_config, token_count
 from feda2v_flwr.encoders.cache import EmbeddingCache
 from feda2v_flwr.encoders.mel_patch import MelPatchEncoder
@@ -16,15 +18,17 @@ from feda2v_flwr.encoders.text_targets import (
     target_slots,
 )
 
+AudioEncoder = MelPatchEncoder | ASTEncoder | AisfxEncoder | PrecomputedEncoder
 
-def build_audio_encoder(
-    config: ExperimentConfig, device: str = "cpu"
-) -> MelPatchEncoder | ASTEncoder | PrecomputedEncoder:
-    """The configured frozen encoder (``ast`` loads its weights lazily, on the first uncached clip;
-    ``precomputed`` reads the dataset's (T, D) from one file's header)."""
+
+def build_audio_encoder(config: ExperimentConfig, device: str = "cpu") -> AudioEncoder:
+    """The configured frozen encoder (``ast`` and ``aisfx`` load their weights lazily, on the first
+    uncached clip; ``precomputed`` reads the dataset's (T, D) from one file's header)."""
     f, data = config.feda2v, config.data
     if f.audio_encoder == "ast":
         return ASTEncoder(f.ast, sample_rate=data.sample_rate, clip_seconds=data.clip_seconds, device=device)
+    if f.audio_encoder == "aisfx":
+        return AisfxEncoder(f.aisfx, sample_rate=data.sample_rate, clip_seconds=data.clip_seconds, device=device)
     if f.audio_encoder == "precomputed":
         return PrecomputedEncoder(precomputed_shape(data))
     return MelPatchEncoder(f.mel_patch, sample_rate=data.sample_rate, clip_seconds=data.clip_seconds)
@@ -35,6 +39,8 @@ def audio_embed_dim(config: ExperimentConfig) -> int:
     f = config.feda2v
     if f.audio_encoder == "ast":
         return int(ast_config(f.ast).hidden_size)
+    if f.audio_encoder == "aisfx":
+        return aisfx.EMBED_DIM
     if f.audio_encoder == "precomputed":
         return precomputed_shape(config.data)[1]
     return f.mel_patch.embed_dim
@@ -46,6 +52,9 @@ def audio_token_count(config: ExperimentConfig) -> int:
     if f.audio_encoder == "ast":
         settings = ast_config(f.ast)
         return token_count(settings, f.ast.max_length or int(settings.max_length))
+    if f.audio_encoder == "aisfx":
+        samples = int(round(data.clip_seconds * data.sample_rate))
+        return 1 + aisfx.block_count(samples, data.sample_rate, f.aisfx.hop_fraction)
     if f.audio_encoder == "precomputed":
         return precomputed_shape(data)[0]
     return MelPatchEncoder(f.mel_patch, sample_rate=data.sample_rate, clip_seconds=data.clip_seconds).num_tokens
@@ -62,6 +71,8 @@ def statistics_shape(config: ExperimentConfig) -> tuple[int, int]:
 __all__ = [
     "PROFILE_SLOTS",
     "ASTEncoder",
+    "AisfxEncoder",
+    "AudioEncoder",
     "EmbeddingCache",
     "MelPatchEncoder",
     "ModelLoadError",

@@ -136,6 +136,8 @@ def _audio_encoder(config: ExperimentConfig) -> dict[str, Any]:
         info.update(model=f.ast.model, max_length=encoder.max_length)
     elif f.audio_encoder == "mel-patch":
         info["mel_patch"] = f.mel_patch.model_dump()
+    elif f.audio_encoder == "aisfx":
+        info["aisfx"] = f.aisfx.model_dump()
     return info
 
 

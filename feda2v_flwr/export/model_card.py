@@ -258,6 +258,11 @@ def _licences(config: ExperimentConfig, export: dict[str, Any]) -> str:
         encoder = _model_licence(f.ast.model)
     elif f.audio_encoder == "mel-patch":
         encoder = "`mel-patch`, this project's weight-free encoder: no third-party weights"
+    elif f.audio_encoder == "aisfx":
+        encoder = (
+            "`aisfx` 0.1.2's pretrained model (A. B. Ma and A. Lerch, *Representation Learning for the Automatic "
+            "Indexing of Sound Effects Libraries*, ISMIR 2022): CC BY 4.0, credit the authors; its code is MIT"
+        )
     else:
         encoder = "`precomputed` embeddings: the licence of the encoder that computed them applies"
     if f.targets_file:
