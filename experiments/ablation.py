@@ -41,6 +41,7 @@ if str(PROJECT) not in sys.path:  # run as a script from anywhere
 # ---- the grid ---------------------------------------------------------------------------------
 
 NO_SERVER_STEP = "feda2v.use_generator=false; feda2v.global_model_train_from_nodes_adapters=false"
+MIXTURE_UPLOADS = "feda2v.statistics_components=3"  # what a generator could learn beyond one Gaussian
 METHODS: dict[str, tuple[str, str]] = {
     "none": (
         "standalone: every node keeps its own adapters",
@@ -64,6 +65,11 @@ METHODS: dict[str, tuple[str, str]] = {
     "avg+vae-uncond": ("as avg+vae, one unconditioned VAE per class", "feda2v.generator_conditioning=none"),
     "avg+gan": ("as avg+vae, a conditioned GAN", "feda2v.generator_type=gan"),
     "avg+gaussian": ("as avg+vae, per-class Gaussian sampling (FedPFT-style)", "feda2v.generator_type=gaussian"),
+    "avg+gmm": (
+        "as avg+gaussian, from 3-component Gaussian mixtures per class and node (FedPFT's uploads)",
+        f"feda2v.generator_type=gaussian; {MIXTURE_UPLOADS}",
+    ),
+    "avg+vae-gmm": ("as avg+vae, the VAE trained on draws from the 3-component mixtures", MIXTURE_UPLOADS),
     "kd": (
         "distil the clients' adapters on VAE samples, then fine-tune as avg+vae",
         "feda2v.adapter_aggregation_mode=kd",
@@ -94,7 +100,7 @@ MATCHED_COMPUTE = f"feda2v.global_model_train_steps={FINETUNE_STEPS}"
 # (one clip was 1/80 of the pooled top-1).
 PROCEDURAL_SPLIT = "data.clips_per_class=80; data.train_ratio=0.35; data.val_ratio=0.05"
 # Rough cost of a method (seconds per run on the default): the longest cells start first.
-COST = {"kd": 160, "avg+vae-uncond": 120, "avg+gan": 110, "avg+vae": 100, "avg+gaussian": 45}
+COST = {"kd": 160, "avg+vae-uncond": 120, "avg+gan": 110, "avg+vae": 100, "avg+vae-gmm": 100, "avg+gaussian": 45}
 SETTINGS: dict[str, str] = {
     "1 class/node": "federation.num_clients=10",  # disjoint classes, 10 nodes
     "2 classes/node": "",  # disjoint classes, 5 nodes (the default)
@@ -629,8 +635,10 @@ def findings(summary: dict, allow_unmatched: bool = False) -> list[str]:
     say("methods", MAIN_SETTING, "avg+ft", "avg", "Server fine-tuning on the class means")
     say("methods", MAIN_SETTING, "avg+vae", "avg", "The full server step (VAE + fine-tuning)")
     say("methods", MAIN_SETTING, "avg+vae", "avg+ft", "What the generator's samples add to the fine-tuning")
-    for variant in ("avg+vae-uncond", "avg+gan", "avg+gaussian", "kd"):
+    for variant in ("avg+vae-uncond", "avg+gan", "avg+gaussian", "avg+gmm", "kd"):
         say("methods", MAIN_SETTING, variant, "avg+vae", f"`{variant}` against the conditioned VAE")
+    say("methods", MAIN_SETTING, "avg+gmm", "avg+gaussian", "Mixture uploads against one Gaussian, sampled")
+    say("methods", MAIN_SETTING, "avg+vae-gmm", "avg+gmm", "A VAE on the mixtures against sampling them")
     for head in HEADS:
         say("methods", MAIN_SETTING, "avg+vae", head, f"FedA2V against `{head}` on the same uploads")
     for setting in SETTINGS:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from feda2v_flwr.training.statistics import ClassStats
+from feda2v_flwr.training.statistics import ClassStats, Mixture
 
 ADAPTER_PREFIX = "adapter/"
 STATS_PREFIX = "stats/"
@@ -58,6 +58,10 @@ def encode_update(
                 (base + "val_count", np.array([s.val_count], dtype=np.float32)),
                 (base + "val_audio_mean", s.val_audio_mean),
             ]
+        if s.mixture is not None:
+            m = s.mixture
+            named += [(base + "mixture_weights", m.weights), (base + "mixture_means", m.means)]
+            named += [(base + "mixture_stds", m.stds)]
     arrays = [np.ascontiguousarray(a, dtype=np.float32 if _is_count(n) else dtype) for n, a in named]
     manifest = [
         {"name": n, "shape": list(a.shape), "dtype": str(a.dtype)} for (n, _), a in zip(named, arrays, strict=True)
@@ -94,6 +98,7 @@ class ExpectedUpdate:
     ``statistics_shape``: (L, D) of every audio mean / std. ``class_sizes``: the most clips a
     node can hold of each class (its count in the dataset; None: unknown, ``UNKNOWN_CLASS_SIZE``).
     ``max_abs_value``: the largest magnitude any tensor value may have (counts aside).
+    ``components``: K of ``feda2v.statistics_components`` (K > 1: every class has its mixture).
     """
 
     adapter_shapes: dict[str, tuple[int, ...]]
@@ -103,6 +108,7 @@ class ExpectedUpdate:
     max_abs_value: float
     class_sizes: dict[str, int] | None = None
     transfer_dtype: str = "float32"  # of every tensor but the counts (always float32)
+    components: int = 1
 
     def class_size(self, name: str) -> int:
         return self.class_sizes[name] if self.class_sizes is not None else UNKNOWN_CLASS_SIZE
@@ -147,7 +153,7 @@ def decode_update(
 def _value_problem(name: str, array: np.ndarray, max_abs_value: float) -> str | None:
     if not np.isfinite(array).all():
         return f"{name}: contains NaN or Inf (float16 overflows beyond +-65504)"
-    if not _is_count(name) and array.size and np.abs(array).max() > max_abs_value:
+    if not _is_count(name) and array.size and float(np.abs(array).max()) > max_abs_value:
         return f"{name}: values up to {np.abs(array).max():.3g}, beyond federation.max_abs_value {max_abs_value:g}"
     return None
 
@@ -191,6 +197,10 @@ def _whole(value: object) -> bool:
 def _decode_stats(named: dict[str, np.ndarray], expected: ExpectedUpdate) -> dict[str, ClassStats]:
     fields = {f"slot_mean/{slot}": shape for slot, shape in expected.slot_shapes.items()}
     fields.update(count=(1,), audio_mean=expected.statistics_shape, audio_std=expected.statistics_shape)
+    if expected.components > 1:
+        k = expected.components
+        fields.update(mixture_weights=(k,), mixture_means=(k, *expected.statistics_shape))
+        fields.update(mixture_stds=(k, *expected.statistics_shape))
     optional = {"val_count": (1,), "val_audio_mean": expected.statistics_shape}
     by_class: dict[str, dict[str, np.ndarray]] = {}
     for key, array in named.items():
@@ -211,16 +221,32 @@ def _decode_stats(named: dict[str, np.ndarray], expected: ExpectedUpdate) -> dic
         for field_name, shape in {**fields, **optional}.items():
             if field_name in values and values[field_name].shape != shape:
                 raise PayloadError(f"class '{name}': {field_name} shape {values[field_name].shape} != {shape}")
-        if (values["audio_std"] < 0).any():
+        if (values["audio_std"] < 0).any() or ("mixture_stds" in values and (values["mixture_stds"] < 0).any()):
             raise PayloadError(f"class '{name}': a negative audio std")
+        mixture = _mixture(values, name)
         size = expected.class_size(name)
         count = _clip_count(values["count"], name, "count", size)
         val_count = _clip_count(values["val_count"], name, "val_count", size) if "val_count" in values else 0
         slot_means = {slot: values[f"slot_mean/{slot}"] for slot in expected.slot_shapes}
         stats[name] = ClassStats(
-            count, slot_means, values["audio_mean"], values["audio_std"], val_count, values.get("val_audio_mean")
+            count,
+            slot_means,
+            values["audio_mean"],
+            values["audio_std"],
+            val_count,
+            values.get("val_audio_mean"),
+            mixture=mixture,
         )
     return stats
+
+
+def _mixture(values: dict[str, np.ndarray], name: str) -> Mixture | None:
+    if "mixture_weights" not in values:
+        return None
+    weights = values["mixture_weights"]
+    if (weights < 0).any() or abs(float(weights.sum()) - 1.0) > 1e-2:  # float16 transfer rounds them
+        raise PayloadError(f"class '{name}': mixture weights {weights.tolist()[:4]} are not >= 0 with sum 1")
+    return Mixture(weights / weights.sum(), values["mixture_means"], values["mixture_stds"])
 
 
 def _clip_count(array: np.ndarray, name: str, field_name: str, most: int) -> int:

@@ -179,6 +179,7 @@ class ReplyChecker:
             max_abs_value=config.federation.max_abs_value,
             class_sizes=sizes,
             transfer_dtype=config.feda2v.transfer_dtype,
+            components=config.feda2v.statistics_components,
         )
         self.max_examples = sum(sizes.values()) if sizes is not None else UNKNOWN_CLASS_SIZE
         self.owners = PartitionOwners()

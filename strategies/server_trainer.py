@@ -45,6 +45,11 @@ class ClassSummary:
     client_audio_means: list[torch.Tensor]
     client_audio_stds: list[torch.Tensor]
     val_audio_mean: torch.Tensor | None
+    # With feda2v.statistics_components K > 1: every client's mixture, stacked: weights (C, K),
+    # means and stds (C, K, L, D). None: each client's class is one Gaussian N(mean, std^2).
+    mixture_weights: torch.Tensor | None = None
+    mixture_means: torch.Tensor | None = None
+    mixture_stds: torch.Tensor | None = None
 
     @classmethod
     def merge(cls, entries: list[ClassStats]) -> ClassSummary:
@@ -54,6 +59,15 @@ class ClassSummary:
         }
         val = [e for e in entries if e.val_audio_mean is not None and e.val_count > 0]
         val_mean = _weighted_mean([e.val_audio_mean for e in val], [e.val_count for e in val]) if val else None
+        mixtures = [e.mixture for e in entries]
+        if all(m is not None for m in mixtures):
+            stacked = {
+                "mixture_weights": torch.from_numpy(np.stack([m.weights for m in mixtures])).double(),
+                "mixture_means": torch.from_numpy(np.stack([m.means for m in mixtures])),
+                "mixture_stds": torch.from_numpy(np.stack([m.stds for m in mixtures])),
+            }
+        else:
+            stacked = {}
         return cls(
             count=int(sum(counts)),
             slot_means=slot_means,
@@ -61,6 +75,7 @@ class ClassSummary:
             client_audio_means=[torch.from_numpy(e.audio_mean) for e in entries],
             client_audio_stds=[torch.from_numpy(e.audio_std) for e in entries],
             val_audio_mean=val_mean,
+            **stacked,
         )
 
     def condition(self, batch: int, device: str | torch.device) -> Condition:
@@ -212,7 +227,7 @@ class ServerGeneratorTrainer:
         return new_state, report
 
     def train_generator(self, summaries: dict[str, ClassSummary], report: RoundReport) -> None:
-        """Epochs x classes; each class's batch = draws from every client's N(mean, std^2)."""
+        """Epochs x classes; each class's batch = draws from every client's N(mean, std^2) (or mixture)."""
         f = self.f
         learners = {name: self._learner(name) for name in summaries}
         distinct = list({id(learner): learner for learner in learners.values()}.values())
@@ -305,8 +320,13 @@ class ServerGeneratorTrainer:
         mode = _interpolation(self.f.generator_interpolation)
         weights = torch.tensor(summary.client_counts, dtype=torch.float64)
         picks = torch.multinomial(weights, num_samples, replacement=True, generator=self.rng)
-        means = resize_tokens(torch.stack(summary.client_audio_means), length, mode)[picks]
-        stds = resize_tokens(torch.stack(summary.client_audio_stds), length, mode).clamp_min(0)[picks]
+        if summary.mixture_weights is None:
+            means = resize_tokens(torch.stack(summary.client_audio_means), length, mode)[picks]
+            stds = resize_tokens(torch.stack(summary.client_audio_stds), length, mode).clamp_min(0)[picks]
+        else:  # then a component of the picked client's mixture, by its weights
+            components = torch.multinomial(summary.mixture_weights[picks], 1, generator=self.rng).squeeze(1)
+            means = resize_tokens(summary.mixture_means[picks, components], length, mode)
+            stds = resize_tokens(summary.mixture_stds[picks, components], length, mode).clamp_min(0)
         return (means + stds * torch.randn(means.shape, generator=self.rng)).to(self.device)
 
     def distill(
@@ -414,9 +434,14 @@ class ServerGeneratorTrainer:
         return torch.stack(rows).to(self.device), {s: torch.stack(t).to(self.device) for s, t in targets.items()}
 
     def _draw_from_statistics(self, summary: ClassSummary, draws: int) -> torch.Tensor:
+        """``draws`` samples of every client's class distribution: N(mean, std^2), or its mixture."""
         parts = []
-        for mean, std in zip(summary.client_audio_means, summary.client_audio_stds, strict=True):
-            eps = torch.randn((draws, *mean.shape), generator=self.rng)
+        for client, (mean, std) in enumerate(zip(summary.client_audio_means, summary.client_audio_stds, strict=True)):
+            if summary.mixture_weights is not None:
+                weights = summary.mixture_weights[client]
+                picks = torch.multinomial(weights, draws, replacement=True, generator=self.rng)
+                mean, std = summary.mixture_means[client, picks], summary.mixture_stds[client, picks]
+            eps = torch.randn((draws, *summary.client_audio_means[client].shape), generator=self.rng)
             parts.append(mean + std * eps)
         return torch.cat(parts).to(self.device)
 

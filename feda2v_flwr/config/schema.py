@@ -106,6 +106,10 @@ class FedA2VSettings(_Section):
 
     # Per-class statistics sent by clients (None = the encoder's full token sequence).
     statistics_sequence_length: int | None = Field(None, ge=1)
+    # K > 1: each class's statistics also hold a diagonal Gaussian mixture of K components
+    # (weights, means, stds; FedPFT's uploads); the gaussian generator and the server generator's
+    # training draws then sample it. K times the bytes of the mean + std.
+    statistics_components: int = Field(1, ge=1, le=16)
 
     # Generators (SPEC 3.4). ``use_generator``: the server's generator (seed 001).
     use_generator: bool = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,8 @@ class ClassStats:
     ``slot_means``: mean adapter output per slot (the server's fine-tuning target).
     ``audio_mean`` / ``audio_std``: (L, D) mean and per-token-position std of the audio
     embedding at the statistics length L. ``val_*``: the same mean on the held-out val split,
-    used only to validate the server generator.
+    used only to validate the server generator. ``mixture``: with
+    ``feda2v.statistics_components`` K > 1, a diagonal Gaussian mixture of the class's clips.
     """
 
     count: int
@@ -26,6 +28,36 @@ class ClassStats:
     audio_std: np.ndarray
     val_count: int = 0
     val_audio_mean: np.ndarray | None = field(default=None)
+    mixture: Mixture | None = None
+
+
+@dataclass
+class Mixture:
+    """K diagonal Gaussian components of one class's (L, D) embeddings: ``weights`` (K,) summing
+    to 1, ``means`` and ``stds`` (K, L, D). A class with fewer clips than K has fewer fitted
+    components; the others have weight 0 (and the class's mean and std), so every upload has K."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    stds: np.ndarray
+
+
+def fit_mixture(rows: torch.Tensor, components: int, seed: int) -> Mixture:
+    """A diagonal Gaussian mixture of ``rows`` (N, L, D) with ``components`` components
+    (scikit-learn's EM, k-means initialisation, seeded), as FedPFT's clients fit theirs."""
+    from sklearn.mixture import GaussianMixture
+
+    flat = rows.reshape(len(rows), -1).double().numpy()
+    fitted = min(components, len(rows))
+    mixture = GaussianMixture(fitted, covariance_type="diag", reg_covar=1e-6, random_state=seed).fit(flat)
+    shape = (components, *rows.shape[1:])
+    weights = np.zeros(components, dtype=np.float32)
+    weights[:fitted] = mixture.weights_ / mixture.weights_.sum()
+    means = np.broadcast_to(rows.mean(0).numpy(), shape).copy()
+    stds = np.broadcast_to(rows.std(0, unbiased=False).numpy(), shape).copy()
+    means[:fitted] = mixture.means_.reshape(fitted, *rows.shape[1:])
+    stds[:fitted] = np.sqrt(mixture.covariances_).reshape(fitted, *rows.shape[1:])
+    return Mixture(weights, means.astype(np.float32), stds.astype(np.float32))
 
 
 def _reduce(embeddings: torch.Tensor, length: int | None) -> torch.Tensor:
@@ -43,8 +75,11 @@ def class_statistics(
     val_embeddings: torch.Tensor | None = None,
     val_labels: torch.Tensor | None = None,
     sequence_length: int | None = None,
+    components: int = 1,
+    seed: int = 0,
 ) -> dict[str, ClassStats]:
-    """Statistics for every class of ``classes``; labels index the federation class list."""
+    """Statistics for every class of ``classes``; labels index the federation class list.
+    ``components`` > 1 adds each class's Gaussian mixture (seeded by ``seed`` and the class)."""
     train = _reduce(train_embeddings, sequence_length)  # (N, L, D)
     val = _reduce(val_embeddings, sequence_length) if val_embeddings is not None else None
     stats = {}
@@ -57,6 +92,8 @@ def class_statistics(
             audio_mean=rows.mean(0).numpy(),
             audio_std=rows.std(0, unbiased=False).numpy(),
         )
+        if components > 1:
+            entry.mixture = fit_mixture(rows, components, (seed + zlib.crc32(name.encode())) % 2**32)
         if val is not None and val_labels is not None:
             val_mask = val_labels == class_index[name]
             if val_mask.any():

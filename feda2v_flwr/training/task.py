@@ -178,6 +178,8 @@ class ClientTask:
             val_embeddings=val_emb.cpu(),
             val_labels=val_labels.cpu(),
             sequence_length=cfg.feda2v.statistics_sequence_length,
+            components=cfg.feda2v.statistics_components,
+            seed=seed,
         )
         adapter_state = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
         arrays, manifest = encode_update(adapter_state, stats, cfg.feda2v.transfer_dtype)
