@@ -228,7 +228,8 @@ class FedA2VStrategy(FedAvg):
             log.warning("Round %d: aggregated adapters rejected (%s); the previous ones stay", server_round, problem)
             rejected.append({"stage": "aggregation", "reason": problem})
             state = {k: v.copy() for k, v in self.state.items()}
-        teachers = [(u.adapter_state, set(u.stats)) for u in with_adapters] if mode == "kd" else None
+        wants_teachers = mode == "kd" or self.config.feda2v.synthetic_targets == "teachers"
+        teachers = [(u.adapter_state, set(u.stats)) for u in with_adapters] if wants_teachers else None
         client_losses, uploads = self._log_fit(server_round, updates, dropped, failure_reasons)
 
         class_stats: dict[str, list] = {}

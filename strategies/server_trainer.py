@@ -196,8 +196,9 @@ class ServerGeneratorTrainer:
         class_stats: dict[str, list[ClassStats]],
         teachers: list[tuple[dict[str, np.ndarray], set[str]]] | None = None,
     ) -> tuple[dict[str, np.ndarray], RoundReport]:
-        """Steps 2-5 of SPEC 4: train generator, distil (``kd``: ``teachers`` = each client's
-        adapters and classes), validate (every N rounds), fine-tune the global adapters."""
+        """Steps 2-5 of SPEC 4: train generator, distil (``kd``), validate (every N rounds),
+        fine-tune the global adapters. ``teachers``: each client's adapters and classes (``kd``,
+        and ``synthetic_targets: teachers``)."""
         report = RoundReport()
         summaries = {name: ClassSummary.merge(entries) for name, entries in sorted(class_stats.items())}
         self.last_summaries = summaries  # kept for experiments (e.g. the memorisation check)
@@ -211,7 +212,7 @@ class ServerGeneratorTrainer:
                 start = time.perf_counter()
                 self.train_generator(summaries, report)
                 report.timings["generator_s"] = time.perf_counter() - start
-            if teachers:
+            if teachers and self.f.adapter_aggregation_mode == "kd":
                 start = time.perf_counter()
                 self.distill(summaries, teachers, report)
                 report.timings["kd_s"] = time.perf_counter() - start
@@ -221,7 +222,7 @@ class ServerGeneratorTrainer:
                 report.validation = self.validate(summaries)
                 report.timings["validation_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        self.finetune(summaries, report)
+        self.finetune(summaries, report, teachers)
         report.timings["finetune_s"] = time.perf_counter() - start
         new_state = {k: v.detach().cpu().numpy().copy() for k, v in self.adapters.state_dict().items()}
         return new_state, report
@@ -338,21 +339,15 @@ class ServerGeneratorTrainer:
         """``kd``: the global adapters (starting from the clients' average) learn to match, per
         class, the mean output of the adapters of the clients that own it, on generator samples
         at the output length."""
-        scratch = copy.deepcopy(self.adapters)
-
-        def teacher(index: int) -> nn.ModuleDict:
-            scratch.load_state_dict({k: torch.from_numpy(v) for k, v in teachers[index][0].items()})
-            return scratch
-
-        owners = {name: [i for i, (_, classes) in enumerate(teachers) if name in classes] for name in summaries}
+        owned = _owned_classes(summaries, teachers)
         synthetic = {
             name: self._synthetic(name, summary, self.f.kd_samples_per_class)
             for name, summary in summaries.items()
-            if owners[name]
+            if name in owned
         }
         report.kd_loss_per_slot = distill_adapters(
             self.adapters,
-            teacher_targets(teacher, owners, synthetic),
+            self._teacher_outputs(teachers, synthetic),
             synthetic,
             epochs=self.f.kd_training_epochs,
             learning_rate=self.f.kd_learning_rate,
@@ -360,6 +355,20 @@ class ServerGeneratorTrainer:
             rng=self.rng,
         )
         log.info("  kd: %d classes, last-epoch MSE %s", len(synthetic), report.kd_loss_per_slot)
+
+    def _teacher_outputs(
+        self, teachers: list[tuple[dict[str, np.ndarray], set[str]]], synthetic: dict[str, torch.Tensor]
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """Per class of ``synthetic`` and slot: the mean output, on each of its rows, of the
+        adapters of the clients that hold the class (one scratch copy of the adapters)."""
+        scratch = copy.deepcopy(self.adapters)
+
+        def teacher(index: int) -> nn.ModuleDict:
+            scratch.load_state_dict({k: torch.from_numpy(v) for k, v in teachers[index][0].items()})
+            return scratch.to(self.device)
+
+        owners = {name: [i for i, (_, classes) in enumerate(teachers) if name in classes] for name in synthetic}
+        return teacher_targets(teacher, owners, synthetic)
 
     @torch.no_grad()
     def validate(self, summaries: dict[str, ClassSummary], num_samples: int = 16) -> dict:
@@ -385,12 +394,17 @@ class ServerGeneratorTrainer:
             "num_classes": len(per_class),
         }
 
-    def finetune(self, summaries: dict[str, ClassSummary], report: RoundReport) -> None:
+    def finetune(
+        self,
+        summaries: dict[str, ClassSummary],
+        report: RoundReport,
+        teachers: list[tuple[dict[str, np.ndarray], set[str]]] | None = None,
+    ) -> None:
         """Global adapters on [client class means] + [generator samples]; every row, every slot."""
         f = self.f
         if not f.global_model_train_from_nodes_adapters or f.global_model_train_epochs == 0:
             return
-        inputs, targets = self._finetune_set(summaries, report)
+        inputs, targets = self._finetune_set(summaries, report, teachers)
         opt, batch = self.finetune_optimizer, self.config.training.batch_size
         steps = f.global_model_train_steps  # None: global_model_train_epochs passes
         per_epoch = max(1, math.ceil(len(inputs) / batch))
@@ -415,22 +429,37 @@ class ServerGeneratorTrainer:
         report.finetune_loss = float(sum(report.finetune_loss_per_slot.values()))
 
     def _finetune_set(
-        self, summaries: dict[str, ClassSummary], report: RoundReport
+        self,
+        summaries: dict[str, ClassSummary],
+        report: RoundReport,
+        teachers: list[tuple[dict[str, np.ndarray], set[str]]] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Rows at the output length: the clients' class means (resized there when the statistics
-        are shorter, as the clients' clips are) and the generator's samples."""
+        are shorter, as the clients' clips are), targeted at their class's mean adapter output,
+        and the generator's samples, targeted at the same or (``synthetic_targets: teachers``) at
+        their own outputs of the owning clients' adapters (a class with no teacher: its mean)."""
+        synthetic: dict[str, torch.Tensor] = {}
+        if self.has_generator and self.f.synthetic_samples_per_class > 0:
+            for name, summary in summaries.items():
+                length = self.output_length(summary)
+                synthetic[name] = self._synthetic(name, summary, self.f.synthetic_samples_per_class, length).cpu()
+                report.synthetic_samples += len(synthetic[name])
+        per_sample = {}
+        if synthetic and teachers and self.f.synthetic_targets == "teachers":
+            owned = _owned_classes(summaries, teachers)
+            per_sample = self._teacher_outputs(teachers, {n: s for n, s in synthetic.items() if n in owned})
         rows, targets = [], {slot: [] for slot in self.adapters}
-        for name, summary in summaries.items():
-            length = self.output_length(summary)
-            means = torch.stack(summary.client_audio_means)
-            class_rows = list(resize_tokens(means, length, _interpolation(self.f.generator_interpolation)))
-            if self.has_generator and self.f.synthetic_samples_per_class > 0:
-                synthetic = self._synthetic(name, summary, self.f.synthetic_samples_per_class, length).cpu()
-                class_rows += list(synthetic)
-                report.synthetic_samples += len(synthetic)
-            rows += class_rows
+        mode = _interpolation(self.f.generator_interpolation)
+        for name, summary in summaries.items():  # per class: its clients' means, then its samples
+            class_rows = resize_tokens(torch.stack(summary.client_audio_means), self.output_length(summary), mode)
+            rows += list(class_rows)
             for slot in targets:
                 targets[slot] += [summary.slot_means[slot]] * len(class_rows)
+            samples, own = synthetic.get(name), per_sample.get(name)
+            if samples is not None:
+                rows += list(samples)
+                for slot in targets:
+                    targets[slot] += list(own[slot].cpu()) if own else [summary.slot_means[slot]] * len(samples)
         return torch.stack(rows).to(self.device), {s: torch.stack(t).to(self.device) for s, t in targets.items()}
 
     def _draw_from_statistics(self, summary: ClassSummary, draws: int) -> torch.Tensor:
@@ -524,6 +553,11 @@ _EMPTY_GENERATOR_STATE = {
     "discriminator_optimizer_state": None,
     "generator_epochs": 0,
 }
+
+
+def _owned_classes(summaries: dict[str, ClassSummary], teachers: list[tuple[dict, set[str]]]) -> set[str]:
+    """The classes of ``summaries`` that at least one teacher (a client with adapters) holds."""
+    return {name for name in summaries if any(name in classes for _, classes in teachers)}
 
 
 def _interpolation(mode: str) -> str:

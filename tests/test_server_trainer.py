@@ -257,3 +257,45 @@ def test_a_saved_generator_of_another_architecture_is_refused_naming_the_keys(ot
     same, _ = _trainer()
     same.load_generator(saved, source="server_generator_round_1.pt")
     assert same.learner.epochs_done == trainer.learner.epochs_done
+
+
+def _perturbed(state: dict[str, np.ndarray], scale: float, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: (v + scale * rng.standard_normal(v.shape)).astype(np.float32) for k, v in state.items()}
+
+
+def test_synthetic_rows_can_be_labelled_by_the_owning_clients_adapters():
+    """``synthetic_targets: teachers``: a synthetic row's target is the mean output, on that row,
+    of the adapters of the clients holding its class; the real rows keep their class means."""
+    trainer, state = _trainer(generator_type="gaussian", synthetic_targets="teachers", synthetic_samples_per_class=3)
+    stats = _fixed_stats()
+    summaries = {name: ClassSummary.merge(entries) for name, entries in stats.items()}
+    trainer.adapters.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    teachers = [(_perturbed(state, 0.05, 1), {"dog", "rain"}), (_perturbed(state, 0.05, 2), {"dog"})]
+    inputs, targets = trainer._finetune_set(summaries, RoundReport(), teachers)
+    assert len(inputs) == 3 * (2 + 3)  # per class: 2 client means, then 3 samples
+    reference = build_model(trainer.config, PROFILE_SLOTS["minilm"], 48).eval()
+
+    def outputs(teacher_state, rows):
+        reference.load_state_dict({k: torch.from_numpy(v) for k, v in teacher_state.items()})
+        with torch.no_grad():
+            return {slot: module(rows) for slot, module in reference.items()}
+
+    dog, rain, siren = (slice(5 * i, 5 * i + 5) for i in range(3))  # classes in sorted order
+    first, second = (outputs(teacher_state, inputs[dog][2:]) for teacher_state, _ in teachers)
+    expected_dog = {slot: (first[slot] + second[slot]) / 2 for slot in targets}
+    for slot in targets:
+        torch.testing.assert_close(targets[slot][dog][2:], expected_dog[slot], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(targets[slot][rain][2:], outputs(teachers[0][0], inputs[rain][2:])[slot])
+        # No client with adapters holds siren: its samples keep the class mean, as do all real rows.
+        assert torch.equal(targets[slot][siren][2:], torch.stack([summaries["siren"].slot_means[slot]] * 3))
+        for name, rows in (("dog", dog), ("rain", rain), ("siren", siren)):
+            assert torch.equal(targets[slot][rows][:2], torch.stack([summaries[name].slot_means[slot]] * 2))
+    # Labelling by teachers distils nothing by itself (that is kd's aggregation).
+    _, report = trainer.run_round(1, state, stats, teachers)
+    assert report.kd_loss_per_slot == {} and report.synthetic_samples == 9
+
+
+def test_teacher_targets_need_synthetic_rows():
+    with pytest.raises(Exception, match="synthetic_targets 'teachers' labels the server fine-tuning's synthetic rows"):
+        tiny_config(feda2v={"synthetic_targets": "teachers", "use_generator": False})

@@ -133,6 +133,10 @@ class FedA2VSettings(_Section):
     generator_interpolation: Literal["linear", "nearest", "cubic", "learned"] = "linear"
     generator_validation_frequency: int = Field(5, ge=0)
     synthetic_samples_per_class: int = Field(5, ge=0)
+    # What the fine-tuning trains a synthetic row towards: its class's mean adapter output
+    # ("class_mean"), or that row's own output of the adapters of the nodes that hold the class,
+    # averaged ("teachers", as kd computes them): a target per sample, not per class.
+    synthetic_targets: Literal["class_mean", "teachers"] = "class_mean"
 
     # Client-side generators (trained on the node's own data; they never leave the node).
     generator_training_mode: bool = False
@@ -189,6 +193,14 @@ class FedA2VSettings(_Section):
                 raise ValueError(
                     "generator_type 'gaussian' has no weights to load: set generator_load_checkpoint to false"
                 )
+        if self.synthetic_targets == "teachers" and not (
+            self.use_generator and self.synthetic_samples_per_class and self.global_model_train_from_nodes_adapters
+        ):
+            raise ValueError(
+                "synthetic_targets 'teachers' labels the server fine-tuning's synthetic rows; this run has none: "
+                "set use_generator and global_model_train_from_nodes_adapters to true and synthetic_samples_per_class "
+                "above 0, or leave synthetic_targets at 'class_mean'"
+            )
         if self.adapter_aggregation_mode == "kd" and not self.use_generator:
             raise ValueError(
                 "adapter_aggregation_mode 'kd' distils on the server generator's samples: set use_generator to true"
