@@ -70,6 +70,11 @@ METHODS: dict[str, tuple[str, str]] = {
         f"feda2v.generator_type=gaussian; {MIXTURE_UPLOADS}",
     ),
     "avg+vae-gmm": ("as avg+vae, the VAE trained on draws from the 3-component mixtures", MIXTURE_UPLOADS),
+    "avg+clientvae": (
+        "avg + fine-tuning with synthetic rows from the nodes' own conditioned VAEs (trained on their real clips; "
+        "5 samples per class uploaded), no server generator",
+        "feda2v.generator_training_mode=true; feda2v.synthetic_source=clients; feda2v.use_generator=false",
+    ),
     "avg+vae-teach": (
         "as avg+vae, each synthetic row targeted at its own output of the owning nodes' adapters (as kd computes it)",
         "feda2v.synthetic_targets=teachers",
@@ -105,7 +110,7 @@ MATCHED_COMPUTE = f"feda2v.global_model_train_steps={FINETUNE_STEPS}"
 PROCEDURAL_SPLIT = "data.clips_per_class=80; data.train_ratio=0.35; data.val_ratio=0.05"
 # Rough cost of a method (seconds per run on the default): the longest cells start first.
 COST = {"kd": 160, "avg+vae-uncond": 120, "avg+gan": 110, "avg+gaussian": 45, "avg+gmm": 45}
-COST.update(dict.fromkeys(("avg+vae", "avg+vae-gmm", "avg+vae-teach"), 100))
+COST.update(dict.fromkeys(("avg+vae", "avg+vae-gmm", "avg+vae-teach", "avg+clientvae"), 100))
 SETTINGS: dict[str, str] = {
     "1 class/node": "federation.num_clients=10",  # disjoint classes, 10 nodes
     "2 classes/node": "",  # disjoint classes, 5 nodes (the default)
@@ -645,6 +650,8 @@ def findings(summary: dict, allow_unmatched: bool = False) -> list[str]:
     say("methods", MAIN_SETTING, "avg+gmm", "avg+gaussian", "Mixture uploads against one Gaussian, sampled")
     say("methods", MAIN_SETTING, "avg+vae-gmm", "avg+gmm", "A VAE on the mixtures against sampling them")
     say("methods", MAIN_SETTING, "avg+vae-teach", "avg+vae", "Per-sample targets from the nodes' adapters")
+    say("methods", MAIN_SETTING, "avg+clientvae", "avg+vae", "Client VAEs on real clips against the server VAE")
+    say("methods", MAIN_SETTING, "avg+clientvae", "avg+gaussian", "Client VAEs' samples against Gaussian draws")
     for head in HEADS:
         say("methods", MAIN_SETTING, "avg+vae", head, f"FedA2V against `{head}` on the same uploads")
     for setting in SETTINGS:

@@ -58,6 +58,8 @@ def encode_update(
                 (base + "val_count", np.array([s.val_count], dtype=np.float32)),
                 (base + "val_audio_mean", s.val_audio_mean),
             ]
+        if s.samples is not None:
+            named.append((base + "samples", s.samples))
         if s.mixture is not None:
             m = s.mixture
             named += [(base + "mixture_weights", m.weights), (base + "mixture_means", m.means)]
@@ -99,6 +101,8 @@ class ExpectedUpdate:
     node can hold of each class (its count in the dataset; None: unknown, ``UNKNOWN_CLASS_SIZE``).
     ``max_abs_value``: the largest magnitude any tensor value may have (counts aside).
     ``components``: K of ``feda2v.statistics_components`` (K > 1: every class has its mixture).
+    ``samples``: N of a node's generator samples per class (``synthetic_source: clients``; a class
+    whose generator cannot make them has none), 0 when none may be sent.
     """
 
     adapter_shapes: dict[str, tuple[int, ...]]
@@ -109,6 +113,7 @@ class ExpectedUpdate:
     class_sizes: dict[str, int] | None = None
     transfer_dtype: str = "float32"  # of every tensor but the counts (always float32)
     components: int = 1
+    samples: int = 0
 
     def class_size(self, name: str) -> int:
         return self.class_sizes[name] if self.class_sizes is not None else UNKNOWN_CLASS_SIZE
@@ -202,6 +207,8 @@ def _decode_stats(named: dict[str, np.ndarray], expected: ExpectedUpdate) -> dic
         fields.update(mixture_weights=(k,), mixture_means=(k, *expected.statistics_shape))
         fields.update(mixture_stds=(k, *expected.statistics_shape))
     optional = {"val_count": (1,), "val_audio_mean": expected.statistics_shape}
+    if expected.samples:
+        optional["samples"] = (expected.samples, *expected.statistics_shape)
     by_class: dict[str, dict[str, np.ndarray]] = {}
     for key, array in named.items():
         if not key.startswith(STATS_PREFIX):
@@ -216,7 +223,7 @@ def _decode_stats(named: dict[str, np.ndarray], expected: ExpectedUpdate) -> dic
         unexpected = sorted(set(values) - set(fields) - set(optional))
         if missing or unexpected:
             raise PayloadError(f"class '{name}': missing statistics {missing}, unexpected {unexpected}")
-        if len(set(optional) & set(values)) == 1:
+        if len({"val_count", "val_audio_mean"} & set(values)) == 1:
             raise PayloadError(f"class '{name}': val_count and val_audio_mean come together")
         for field_name, shape in {**fields, **optional}.items():
             if field_name in values and values[field_name].shape != shape:
@@ -236,6 +243,7 @@ def _decode_stats(named: dict[str, np.ndarray], expected: ExpectedUpdate) -> dic
             val_count,
             values.get("val_audio_mean"),
             mixture=mixture,
+            samples=values.get("samples"),
         )
     return stats
 

@@ -180,6 +180,7 @@ class ReplyChecker:
             class_sizes=sizes,
             transfer_dtype=config.feda2v.transfer_dtype,
             components=config.feda2v.statistics_components,
+            samples=config.feda2v.synthetic_samples_per_class if config.feda2v.synthetic_source == "clients" else 0,
         )
         self.max_examples = sum(sizes.values()) if sizes is not None else UNKNOWN_CLASS_SIZE
         self.owners = PartitionOwners()

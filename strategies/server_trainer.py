@@ -50,6 +50,8 @@ class ClassSummary:
     mixture_weights: torch.Tensor | None = None
     mixture_means: torch.Tensor | None = None
     mixture_stds: torch.Tensor | None = None
+    # With synthetic_source "clients": the nodes' generator samples of the class, (sum N, L, D).
+    client_samples: torch.Tensor | None = None
 
     @classmethod
     def merge(cls, entries: list[ClassStats]) -> ClassSummary:
@@ -68,6 +70,9 @@ class ClassSummary:
             }
         else:
             stacked = {}
+        samples = [torch.from_numpy(e.samples) for e in entries if e.samples is not None]
+        if samples:
+            stacked["client_samples"] = torch.cat(samples)
         return cls(
             count=int(sum(counts)),
             slot_means=slot_means,
@@ -187,6 +192,11 @@ class ServerGeneratorTrainer:
     def has_generator(self) -> bool:
         """Whether synthetic samples can be drawn (a trained or loaded generator, or the Gaussians)."""
         return self.f.use_generator and (self.gaussian or self.learner is not None or bool(self.class_learners))
+
+    @property
+    def has_synthetic(self) -> bool:
+        """Whether the fine-tuning has synthetic rows: the server's generator, or the nodes' samples."""
+        return self.f.synthetic_source == "clients" or self.has_generator
 
     # ---- one round -------------------------------------------------------------------------
     def run_round(
@@ -439,15 +449,19 @@ class ServerGeneratorTrainer:
         and the generator's samples, targeted at the same or (``synthetic_targets: teachers``) at
         their own outputs of the owning clients' adapters (a class with no teacher: its mean)."""
         synthetic: dict[str, torch.Tensor] = {}
-        if self.has_generator and self.f.synthetic_samples_per_class > 0:
+        if self.has_synthetic and self.f.synthetic_samples_per_class > 0:
             for name, summary in summaries.items():
                 length = self.output_length(summary)
-                synthetic[name] = self._synthetic(name, summary, self.f.synthetic_samples_per_class, length).cpu()
+                if self.f.synthetic_source == "clients":
+                    synthetic[name] = self._client_samples(summary, self.f.synthetic_samples_per_class, length)
+                else:
+                    synthetic[name] = self._synthetic(name, summary, self.f.synthetic_samples_per_class, length).cpu()
                 report.synthetic_samples += len(synthetic[name])
         per_sample = {}
         if synthetic and teachers and self.f.synthetic_targets == "teachers":
             owned = _owned_classes(summaries, teachers)
-            per_sample = self._teacher_outputs(teachers, {n: s for n, s in synthetic.items() if n in owned})
+            labelled = {n: s for n, s in synthetic.items() if n in owned and len(s)}
+            per_sample = self._teacher_outputs(teachers, labelled)
         rows, targets = [], {slot: [] for slot in self.adapters}
         mode = _interpolation(self.f.generator_interpolation)
         for name, summary in summaries.items():  # per class: its clients' means, then its samples
@@ -456,11 +470,22 @@ class ServerGeneratorTrainer:
             for slot in targets:
                 targets[slot] += [summary.slot_means[slot]] * len(class_rows)
             samples, own = synthetic.get(name), per_sample.get(name)
-            if samples is not None:
+            if samples is not None and len(samples):
                 rows += list(samples)
                 for slot in targets:
                     targets[slot] += list(own[slot].cpu()) if own else [summary.slot_means[slot]] * len(samples)
         return torch.stack(rows).to(self.device), {s: torch.stack(t).to(self.device) for s, t in targets.items()}
+
+    def _client_samples(self, summary: ClassSummary, num_samples: int, length: int) -> torch.Tensor:
+        """``num_samples`` of the nodes' generator samples of a class (a seeded choice when they
+        sent more, fewer when they sent fewer), resized to ``length`` tokens."""
+        samples = summary.client_samples
+        if samples is None:
+            shape = summary.client_audio_means[0].shape
+            return torch.zeros((0, length, shape[1]))
+        if len(samples) > num_samples:
+            samples = samples[torch.randperm(len(samples), generator=self.rng)[:num_samples]]
+        return resize_tokens(samples, length, _interpolation(self.f.generator_interpolation))
 
     def _draw_from_statistics(self, summary: ClassSummary, draws: int) -> torch.Tensor:
         """``draws`` samples of every client's class distribution: N(mean, std^2), or its mixture."""

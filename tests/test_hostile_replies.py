@@ -153,7 +153,7 @@ def test_a_server_step_that_explodes_is_rolled_back_to_the_aggregated_adapters(t
     aggregated, _ = _strategy(tmp_path, cache_dir, name="plain", **PLAIN).aggregate_fit(2, _pairs(fits), [])
     before = strategy.trainer.snapshot()
 
-    def finetune_gone_wrong(summaries, report):
+    def finetune_gone_wrong(summaries, report, teachers=None):
         with torch.no_grad():
             for parameter in strategy.trainer.adapters.parameters():
                 parameter.fill_(float("nan"))
@@ -266,7 +266,7 @@ def test_under_float16_transfer_replies_must_be_float16_and_the_state_fits_float
         outcome = ClientTask(config, pid, 2, cache_dir).fit(arrays, 1, None, None)
         halves.append((FakeClientProxy(str(pid)), _fit_res(outcome.arrays, outcome.num_examples, outcome.metrics)))
 
-    def finetune_to_1e5(summaries, report):  # finite, below max_abs_value, but inf in float16
+    def finetune_to_1e5(summaries, report, teachers=None):  # finite, below max_abs_value, but inf in float16
         with torch.no_grad():
             next(strategy.trainer.adapters.parameters()).fill_(1e5)
 

@@ -137,6 +137,11 @@ class FedA2VSettings(_Section):
     # ("class_mean"), or that row's own output of the adapters of the nodes that hold the class,
     # averaged ("teachers", as kd computes them): a target per sample, not per class.
     synthetic_targets: Literal["class_mean", "teachers"] = "class_mean"
+    # Where the fine-tuning's synthetic rows come from: the server's generator (trained on the
+    # uploaded statistics), or "clients": each node draws synthetic_samples_per_class samples per
+    # class from its own generator (generator_training_mode: trained on its real clips) and
+    # uploads them with its statistics (the generators themselves stay on the node).
+    synthetic_source: Literal["server", "clients"] = "server"
 
     # Client-side generators (trained on the node's own data; they never leave the node).
     generator_training_mode: bool = False
@@ -193,8 +198,20 @@ class FedA2VSettings(_Section):
                 raise ValueError(
                     "generator_type 'gaussian' has no weights to load: set generator_load_checkpoint to false"
                 )
+        if self.synthetic_source == "clients":
+            if not (self.client_generators and self.synthetic_samples_per_class):
+                raise ValueError(
+                    "synthetic_source 'clients' uploads samples of the nodes' own generators: set "
+                    "generator_training_mode to true and synthetic_samples_per_class above 0"
+                )
+            if self.generator_conditioning == "none" and self.generator_granularity != "per_class":
+                raise ValueError(
+                    "synthetic_source 'clients' needs a sample's class: with generator_conditioning 'none' set "
+                    "generator_granularity to 'per_class' (one generator per class), or condition the generators"
+                )
+        synthetic_rows = self.use_generator or self.synthetic_source == "clients"
         if self.synthetic_targets == "teachers" and not (
-            self.use_generator and self.synthetic_samples_per_class and self.global_model_train_from_nodes_adapters
+            synthetic_rows and self.synthetic_samples_per_class and self.global_model_train_from_nodes_adapters
         ):
             raise ValueError(
                 "synthetic_targets 'teachers' labels the server fine-tuning's synthetic rows; this run has none: "

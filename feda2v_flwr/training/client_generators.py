@@ -331,6 +331,24 @@ class ClientGenerators:
             return {}
         return {"generator_similarity": float(np.mean(similarities)), "synthetic_retrieval_top1": hits / total}
 
+    @torch.no_grad()
+    def class_samples(self, name: str, num_samples: int, length: int, rng: torch.Generator) -> torch.Tensor | None:
+        """``num_samples`` samples (num_samples, length, D) of class ``name`` from the node's
+        generator that serves it (``synthetic_source: clients``); None when no generator can
+        make samples of that class alone (it serves none, or several without conditioning)."""
+        gen = next((g for g in self.generators.values() if name in g.classes and g.class_specific), None)
+        if gen is None:
+            return None
+        index = torch.full((num_samples,), self.class_index[name], dtype=torch.long)
+        samples = gen.learner.sample(
+            num_samples,
+            self._condition(index),
+            generator=rng,
+            target_sequence_length=self.f.generator_output_sequence_length or length,
+            interpolation=self.f.generator_interpolation,
+        )
+        return _to_length(samples, length).cpu()
+
     # ---- state and checkpoints ---------------------------------------------------------------
     def state_bytes(self) -> bytes:
         entries = {key: {"classes": g.classes, "learner": g.learner.state_dict()} for key, g in self.generators.items()}

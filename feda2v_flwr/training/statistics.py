@@ -20,6 +20,7 @@ class ClassStats:
     embedding at the statistics length L. ``val_*``: the same mean on the held-out val split,
     used only to validate the server generator. ``mixture``: with
     ``feda2v.statistics_components`` K > 1, a diagonal Gaussian mixture of the class's clips.
+    ``samples``: with ``synthetic_source: clients``, (N, L, D) samples of the node's own generator.
     """
 
     count: int
@@ -29,6 +30,7 @@ class ClassStats:
     val_count: int = 0
     val_audio_mean: np.ndarray | None = field(default=None)
     mixture: Mixture | None = None
+    samples: np.ndarray | None = None
 
 
 @dataclass

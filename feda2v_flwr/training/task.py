@@ -181,6 +181,12 @@ class ClientTask:
             components=cfg.feda2v.statistics_components,
             seed=seed,
         )
+        if cfg.feda2v.synthetic_source == "clients" and self.generators is not None:
+            for name, entry in stats.items():  # the node's own generator, at the statistics length
+                samples = self.generators.class_samples(
+                    name, cfg.feda2v.synthetic_samples_per_class, entry.audio_mean.shape[0], generator
+                )
+                entry.samples = None if samples is None else samples.numpy()
         adapter_state = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
         arrays, manifest = encode_update(adapter_state, stats, cfg.feda2v.transfer_dtype)
         if fault == "nan":  # a corrupted reply, for fault-tolerance drills
