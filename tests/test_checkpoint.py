@@ -9,7 +9,9 @@ import torch
 from conftest import tiny_config
 from feda2v_flwr.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, new_payload, save_checkpoint
 from feda2v_flwr.checkpoint_cli import main as checkpoint_main
+from feda2v_flwr.inprocess import run_in_process
 from feda2v_flwr.server_app import build_strategy
+from feda2v_flwr.training.generator_learner import GeneratorMismatchError
 from strategies.server_trainer import RoundReport
 
 
@@ -153,3 +155,20 @@ def test_find_checkpoint_prefers_the_pointer_else_the_highest_round(tmp_path):
     (tmp_path / "bad.json").write_text("[1]")
     with pytest.raises(CheckpointError, match="Cannot read checkpoint pointer .*bad.json"):
         find_checkpoint(tmp_path / "bad.json")
+
+
+def test_loading_a_generator_of_another_type_fails_before_training(tmp_path, cache_dir):
+    """A VAE checkpoint (from a one-round run in this process) given to a GAN run: refused while
+    the strategy is built, before any node trains."""
+    run_dir = tmp_path / "vae"
+    run_in_process(tiny_config(data={"cache_dir": str(cache_dir)}, federation={"global_rounds": 1}), run_dir)
+    gan = tiny_config(
+        feda2v={
+            "generator_type": "gan",
+            "generator_load_checkpoint": True,
+            "generator_checkpoint_path": str(run_dir / "checkpoints" / "server_generator_latest.json"),
+        },
+        data={"cache_dir": str(cache_dir)},
+    )
+    with pytest.raises(GeneratorMismatchError, match="holds a 'vae' generator .* generator_type 'gan'"):
+        build_strategy(gan, tmp_path / "gan")

@@ -18,7 +18,8 @@ from feda2v_flwr.deploy.loopback import CONNECTION, LoopbackDeployment
 from feda2v_flwr.processes import marked_processes
 from feda2v_flwr.reporting import read_metrics
 
-pytestmark = pytest.mark.slow
+# drill: scripts/test.sh runs these beside the other tests (they mostly wait on Flower's timeouts).
+pytestmark = [pytest.mark.slow, pytest.mark.drill]
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout: float = 600.0) -> None:
@@ -82,7 +83,8 @@ def test_a_node_that_hangs_is_counted_failed_at_the_round_timeout(tmp_path, cach
     rounds = [m for m in metrics if m["phase"] == "round"]
     assert [(m["round"], m["num_updates"], m["failures"]) for m in rounds] == [(1, 1, 1)]
     assert _contributors(metrics, 1) == [0]
-    assert 60.0 <= rounds[0]["fit_round_s"] < 60.0 + 15.0  # the timeout for node 1, not longer
+    # Ended by the timeout: not before it, and before node 1's hang (2 x round_timeout) could end.
+    assert 60.0 <= rounds[0]["fit_round_s"] < 2 * 60.0
     (fit,) = [m for m in metrics if m["phase"] == "fit"]
     assert "Message Unavailable" in fit["failures"][0]  # its message expired at the timeout
     assert json.loads((run_dir / "summary.json").read_text())["missing_partitions"] == [1]

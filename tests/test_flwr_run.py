@@ -12,6 +12,7 @@ import pytest
 
 from feda2v_flwr.config.loading import PROJECT_ROOT
 from feda2v_flwr.processes import flower_binary, flower_env, free_port, marked_processes, stop_marked_processes
+from feda2v_flwr.reporting import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -58,20 +59,22 @@ def _flwr_run(env: dict, tmp_path, overrides: str, *federation: str) -> tuple[st
 
 def test_plain_flwr_run_completes(flwr_env, tmp_path):
     status, log, _ = _flwr_run(
-        flwr_env, tmp_path, "federation.global_rounds=2; data.clips_per_class=10", FEDERATION.format(5)
+        flwr_env, tmp_path, "federation.global_rounds=1; data.clips_per_class=10", FEDERATION.format(5)
     )
     assert status == "finished:completed", log[-3000:]
     run_dir = tmp_path / "outputs" / "plain"
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["round"] == 2 and 0 <= summary["evaluation"]["test_retrieval_top1"] <= 1
+    assert summary["round"] == 1 and 0 <= summary["evaluation"]["test_retrieval_top1"] <= 1
     fits = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert {len(m["clients"]) for m in fits if m["phase"] == "fit"} == {5}, "every node trained every round"
+    assert [len(m["clients"]) for m in fits if m["phase"] == "fit"] == [5], "every node trained"
 
 
 def test_plain_flwr_run_with_flowers_default_two_nodes_fails_fast_and_says_why(flwr_env, tmp_path):
     # No --federation-config: Flower simulates 2 SuperNodes while the config asks for 5.
-    status, log, seconds = _flwr_run(flwr_env, tmp_path, "federation.global_rounds=1")
+    status, log, _ = _flwr_run(flwr_env, tmp_path, "federation.global_rounds=1")
     assert status == "finished:failed"
-    assert seconds < 60, f"the mismatch took {seconds:.0f} s to fail"
+    # Fast: before any node trained (no round was configured); a wall-clock bound here failed on a loaded machine.
+    metrics = tmp_path / "outputs" / "plain" / "metrics.jsonl"
+    assert not metrics.exists() or "fit" not in {m["phase"] for m in read_metrics(metrics)}
     assert "federation.num_clients is 5 but 2 SuperNodes are connected" in log, log[-3000:]
     assert '--federation-config "num-supernodes=5"' in log and "federation.num_clients=2" in log
