@@ -147,8 +147,22 @@ def test_paired_findings_need_three_seeds_and_follow_the_numbers():
     assert "median 0.019 over the rows" in ablation.mde_line(clear, "methods", ablation.MAIN_SETTING, ["avg"])
 
 
+def test_the_label_skew_table_has_a_row_per_setting_run_and_takes_the_main_one_from_the_methods_table():
+    summary = {("noniid", s, m): {"top1": (0.5, 0.01)} for s in ablation.SETTINGS for m in ablation.NON_IID_METHODS}
+    for method in ablation.NON_IID_METHODS:
+        del summary[("noniid", ablation.MAIN_SETTING, method)]  # those cells are the methods table's
+        summary[("methods", ablation.MAIN_SETTING, method)] = {"top1": (0.9, 0.02)}
+    del summary[("noniid", "Dirichlet 1.0", "avg")]
+    lines = ablation.noniid_table(summary)
+    assert len(lines) == 2 + len(ablation.SETTINGS)
+    assert f"| {ablation.MAIN_SETTING} | " + " | ".join(["0.900 ± 0.020"] * 4) + " |" in lines
+    assert "| Dirichlet 1.0 | 0.500 ± 0.010 | – | 0.500 ± 0.010 | 0.500 ± 0.010 |" in lines  # none, avg, ...
+
+
 @pytest.mark.slow
 def test_runner_writes_every_methods_row_on_a_tiny_setting(tmp_path):
+    """The methods and sequence-length tables end to end (the label-skew table's cells are the
+    same federations under other partitionings: its rendering is tested above)."""
     out = tmp_path / "RESULTS.md"
     start, end = ablation.GENERATED_START, ablation.GENERATED_END
     out.write_text(f"# Results\n\nHand-written intro.\n\n{start}\nold\n{end}\n\nKept.\n")
@@ -156,6 +170,9 @@ def test_runner_writes_every_methods_row_on_a_tiny_setting(tmp_path):
         sys.executable,
         str(PROJECT / "experiments" / "ablation.py"),
         "--quick",
+        "--tables",
+        "methods",
+        "length",
         "--seeds",
         "0",
         "--workers",
@@ -175,13 +192,11 @@ def test_runner_writes_every_methods_row_on_a_tiny_setting(tmp_path):
     for method in [*ablation.METHODS, *ablation.HEADS]:
         assert f"| `{method}` |" in text, method
     assert "FedA2V against `ncm-cosine` on the same uploads" in text
-    for setting in ablation.SETTINGS:
-        assert f"| {setting} |" in text, setting
     for length in ("L=4", "L=16", "L=64", "full"):
         assert f"| {length} |" in text, length
     assert (tmp_path / "results" / "methods.png").stat().st_size > 1000
     cells = list((tmp_path / "ablation" / "cells").glob("*.json"))
-    assert len(cells) == len(ablation.grid([0], ["methods", "noniid", "length"], 79))
+    assert len(cells) == len(ablation.grid([0], ["methods", "length"], 79))
     vae = json.loads((tmp_path / "ablation" / "cells" / "methods-2_classes_node-avg+vae-seed0.json").read_text())
     assert vae["memorisation"]["dcr_ratio"] > 0 and vae["validation"]["similarity"] is not None
     assert vae["upload"]["statistics"] > 0
