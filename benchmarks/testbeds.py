@@ -30,7 +30,7 @@ import torch
 from feda2v_flwr.config.schema import AisfxSettings, DataSettings, MelPatchSettings
 from feda2v_flwr.data.audio_files import read_audio
 from feda2v_flwr.data.datasets import file_group
-from feda2v_flwr.data.partition import split_indices
+from feda2v_flwr.data.partition import group_splits
 from feda2v_flwr.data.prepare import EspeakSettings, SonicPiSettings, prepare_espeak, prepare_sonic_pi
 from feda2v_flwr.encoders.aisfx import AisfxEncoder
 from feda2v_flwr.encoders.mel_patch import MelPatchEncoder
@@ -70,9 +70,9 @@ def nearest_class_mean(x: np.ndarray, labels: np.ndarray, groups: np.ndarray) ->
     x = unit(x)
     split = np.empty(len(labels), dtype=object)
     for name in np.unique(labels):
-        names = sorted(set(groups[labels == name]))
-        for part, indices in split_indices(str(name), len(names), SPLIT).items():
-            split[np.isin(groups, [names[i] for i in indices]) & (labels == name)] = part
+        split_of = group_splits(str(name), set(groups[labels == name]), SPLIT)
+        mask = labels == name
+        split[mask] = [split_of[g] for g in groups[mask]]
     classes = np.unique(labels)
     means = np.stack([x[(labels == c) & (split == "train")].mean(axis=0) for c in classes])
     means /= np.linalg.norm(means, axis=1, keepdims=True)

@@ -145,6 +145,14 @@ def split_indices(class_name: str, n: int, data: DataSettings) -> dict[str, list
     }
 
 
+def group_splits(class_name: str, groups: set[str], data: DataSettings) -> dict[str, str]:
+    """Group -> split of one class's groups (``split_by: "groups"``): the ratios split the sorted
+    groups as :func:`split_indices` splits clips."""
+    ordered = sorted(groups)
+    indices = split_indices(class_name, len(ordered), data)
+    return {ordered[i]: split for split, positions in indices.items() for i in positions}
+
+
 def official_split_indices(class_name: str, n: int, data: DataSettings) -> dict[str, list[int]]:
     """Train/val indices of one class's ``n`` official training clips: ``val_ratio`` of them
     (seeded like :func:`split_indices`, at least one clip left to train) become val."""
@@ -337,12 +345,7 @@ def _file_splits(
                 splits[split] += [_file_clip(train[i], data) for i in indices]
             splits["test"] += [_file_clip(f, data) for f in readable if f.official_split == "test"]
         elif data.split_by == "groups":
-            groups = sorted({file_group(f.path) for f in readable})
-            split_of = {
-                groups[i]: split
-                for split, indices in split_indices(class_name, len(groups), data).items()
-                for i in indices
-            }
+            split_of = group_splits(class_name, {file_group(f.path) for f in readable}, data)
             for file in readable:
                 splits[split_of[file_group(file.path)]].append(_file_clip(file, data))
         else:

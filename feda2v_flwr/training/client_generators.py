@@ -313,13 +313,7 @@ class ClientGenerators:
                 if len(real) == 0:
                     continue
                 index = torch.full((EVALUATION_SAMPLES,), self.class_index[name], device=labels.device)
-                synthetic = gen.learner.sample(
-                    EVALUATION_SAMPLES,
-                    self._condition(index),
-                    generator=rng,
-                    target_sequence_length=out_len,
-                    interpolation=self.f.generator_interpolation,
-                )
+                synthetic = self._sample(gen, index, out_len, rng)
                 fake_mean = _to_length(synthetic, length).mean(0)
                 similarities.append(F.cosine_similarity(fake_mean.flatten(), real.mean(0).flatten(), dim=0).item())
                 for slot, module in adapters.items():
@@ -340,14 +334,18 @@ class ClientGenerators:
         if gen is None:
             return None
         index = torch.full((num_samples,), self.class_index[name], dtype=torch.long)
-        samples = gen.learner.sample(
-            num_samples,
+        samples = self._sample(gen, index, self.f.generator_output_sequence_length or length, rng)
+        return _to_length(samples, length).cpu()
+
+    def _sample(self, gen: NodeGenerator, index: torch.Tensor, length: int, rng: torch.Generator) -> torch.Tensor:
+        """One sample per entry of ``index`` (class indices) from ``gen``, at ``length`` tokens."""
+        return gen.learner.sample(
+            len(index),
             self._condition(index),
             generator=rng,
-            target_sequence_length=self.f.generator_output_sequence_length or length,
+            target_sequence_length=length,
             interpolation=self.f.generator_interpolation,
         )
-        return _to_length(samples, length).cpu()
 
     # ---- state and checkpoints ---------------------------------------------------------------
     def state_bytes(self) -> bytes:
