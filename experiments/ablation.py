@@ -42,6 +42,9 @@ if str(PROJECT) not in sys.path:  # run as a script from anywhere
 
 NO_SERVER_STEP = "feda2v.use_generator=false; feda2v.global_model_train_from_nodes_adapters=false"
 MIXTURE_UPLOADS = "feda2v.statistics_components=3"  # what a generator could learn beyond one Gaussian
+# FedProx's mu is tuned: every value is a row, and the comparisons take the one with the best
+# mean validation top-1 (``tuned``), never the test score.
+PROX_MUS = (0.001, 0.01, 0.1)
 METHODS: dict[str, tuple[str, str]] = {
     "none": (
         "standalone: every node keeps its own adapters",
@@ -53,10 +56,13 @@ METHODS: dict[str, tuple[str, str]] = {
         "no server step",
         f"federation.global_rounds=30; federation.local_epochs=1; {NO_SERVER_STEP}",
     ),
-    "avg+prox": (
-        "FedProx: FedAvg with a proximal term (mu 0.01, not tuned) on the nodes' adapter training, no server step",
-        f"federation.proximal_mu=0.01; {NO_SERVER_STEP}",
-    ),
+    **{
+        f"avg+prox-{mu:g}": (
+            f"FedProx: FedAvg with a proximal term of mu {mu:g} on the nodes' adapter training, no server step",
+            f"federation.proximal_mu={mu:g}; {NO_SERVER_STEP}",
+        )
+        for mu in PROX_MUS
+    },
     "avg+ft": (
         "avg + server fine-tuning on the clients' class means only (no generator)",
         "feda2v.use_generator=false",
@@ -88,6 +94,11 @@ METHODS: dict[str, tuple[str, str]] = {
         f"federation.num_clients=1; {NO_SERVER_STEP}",
     ),
 }
+# The methods table's rows unless --methods says otherwise: every method but the three earlier
+# generator variants (kd, the GAN, the unconditioned VAEs), which together cost as much as the
+# rest of a seed and were each below avg+vae in the 3-seed tables; `--methods all` adds them.
+OPTIONAL_METHODS = ("kd", "avg+gan", "avg+vae-uncond")
+DEFAULT_METHODS = tuple(m for m in METHODS if m not in OPTIONAL_METHODS)
 # Training-free heads from the same uploads (feda2v_flwr/evaluation/closed_form.py), scored like
 # the adapters; measured in the avg+ft cells (the statistics of frozen tokens: the same uploads
 # whatever the method) and shown as rows of their own.
@@ -155,9 +166,16 @@ def fine_tunes(method: str) -> bool:
     return method in METHODS and NO_SERVER_STEP not in METHODS[method][1]
 
 
-def grid(seeds: Iterable[int], tables: Iterable[str], full_length: int, matched: bool = True) -> list[Cell]:
-    """Every cell of ``tables`` for ``seeds``; ``matched``: server steps get ``FINETUNE_STEPS``."""
-    cells = _grid(seeds, tables, full_length)
+def grid(
+    seeds: Iterable[int],
+    tables: Iterable[str],
+    full_length: int,
+    matched: bool = True,
+    methods: Iterable[str] = tuple(METHODS),
+) -> list[Cell]:
+    """Every cell of ``tables`` for ``seeds``, the methods table with ``methods`` only;
+    ``matched``: server steps get ``FINETUNE_STEPS``."""
+    cells = _grid(seeds, tables, full_length, tuple(methods))
     if not matched:
         return cells
     return [
@@ -166,16 +184,17 @@ def grid(seeds: Iterable[int], tables: Iterable[str], full_length: int, matched:
     ]
 
 
-def _grid(seeds: Iterable[int], tables: Iterable[str], full_length: int) -> list[Cell]:
+def _grid(seeds: Iterable[int], tables: Iterable[str], full_length: int, methods: tuple[str, ...]) -> list[Cell]:
     cells = []
     for seed in seeds:
         if "methods" in tables:
-            for method, (_, overrides) in METHODS.items():
+            for method in methods:
+                overrides = METHODS[method][1]
                 cells.append(Cell("methods", MAIN_SETTING, method, seed, _join(SETTINGS[MAIN_SETTING], overrides)))
         if "noniid" in tables:
             for setting, setting_overrides in SETTINGS.items():
                 for method in NON_IID_METHODS:
-                    if "methods" in tables and setting == MAIN_SETTING:
+                    if "methods" in tables and setting == MAIN_SETTING and method in methods:
                         continue  # the methods table's cells
                     cells.append(Cell("noniid", setting, method, seed, _join(setting_overrides, METHODS[method][1])))
         if "length" in tables:
@@ -271,6 +290,24 @@ def plateau_round(val_curve: list[list], tolerance: float = 0.01) -> int | None:
         return None
     best = max(v for _, v in points)
     return next(r for r, v in points if v >= best - tolerance)
+
+
+def final_value(curve: list[list]) -> float:
+    """The last round's finite value of a per-round curve (nan: none)."""
+    values = [v for _, v in curve if v is not None and np.isfinite(v)]
+    return float(values[-1]) if values else float("nan")
+
+
+def tuned(summary: dict, table: str, setting: str, family: str) -> str | None:
+    """The member of a method family (e.g. ``avg+prox``, one row per mu) with the best mean
+    validation top-1: the row the comparisons use. Chosen on validation, never on test."""
+
+    def val(method: str) -> float:
+        return summary[(table, setting, method)].get("val_top1", (np.nan, 0.0))[0]
+
+    members = [key[2] for key in summary if key[:2] == (table, setting) and key[2].startswith(family + "-")]
+    members = [m for m in members if np.isfinite(val(m))]
+    return max(members, key=val) if members else None
 
 
 def closed_form_heads(run) -> dict[str, dict[str, float]] | None:
@@ -439,6 +476,7 @@ def summarise(results: list[dict]) -> dict[tuple[str, str, str], dict]:
             "finetune_steps": [r.get("finetune_steps", np.nan) for r in runs],
             "client_epochs": [r.get("client_epochs", np.nan) for r in runs],
             "plateau_round": [plateau_round(r.get("val_curve", [])) or np.nan for r in runs],
+            "val_top1": [final_value(r.get("val_curve", [])) for r in runs],
         }
         seeds = [r["cell"]["seed"] for r in runs]
         out[key] = {
@@ -492,10 +530,10 @@ def _mb(pair: tuple[float, float]) -> str:
 
 def methods_table(summary: dict) -> list[str]:
     lines = [
-        "| method | what it does | top-1 | top-1 own split | cosine | MSE clip | MSE t5 | generator val. cosine "
-        "| DCR ratio | spread | client epochs (rounds x local) | val plateau round | fine-tuning steps / round "
-        "| s / run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | what it does | top-1 | val top-1 | top-1 own split | cosine | MSE clip | MSE t5 "
+        "| generator val. cosine | DCR ratio | spread | client epochs (rounds x local) | val plateau round "
+        "| fine-tuning steps / round | upload per node and round (MB) | s / run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     described = {**{m: d for m, (d, _) in METHODS.items()}, **HEADS}
     for method, description in described.items():
@@ -503,10 +541,11 @@ def methods_table(summary: dict) -> list[str]:
         if s is None:
             continue
         lines.append(
-            f"| `{method}` | {description} | **{_fmt(s['top1'])}** | {_fmt(s['own_top1'])} | {_fmt(s['cosine'])} | "
+            f"| `{method}` | {description} | **{_fmt(s['top1'])}** | {_fmt(s.get('val_top1', (np.nan, 0)))} | "
+            f"{_fmt(s['own_top1'])} | {_fmt(s['cosine'])} | "
             f"{_fmt(s['mse_clip'])} | {_fmt(s['mse_t5'])} | {_fmt(s['val_similarity'])} | {_fmt(s['dcr_ratio'], 2)} | "
             f"{_fmt(s['spread'], 2)} | {_count(s, 'client_epochs')} | {_count(s, 'plateau_round')} | "
-            f"{_count(s, 'finetune_steps')} | {s['seconds'][0]:.0f} |"
+            f"{_count(s, 'finetune_steps')} | {_mb(s['upload'])} | {s['seconds'][0]:.0f} |"
         )
     return lines
 
@@ -640,9 +679,12 @@ def findings(summary: dict, allow_unmatched: bool = False) -> list[str]:
     say("methods", MAIN_SETTING, "avg", "none", "Federating at all")
     say("methods", MAIN_SETTING, "avg-long", "avg", "FedAvg run to convergence against 5 rounds")
     say("methods", MAIN_SETTING, "avg+vae", "avg-long", "FedA2V against FedAvg run to convergence")
-    say("methods", MAIN_SETTING, "avg+prox", "avg", "FedProx's proximal term")
-    say("methods", MAIN_SETTING, "avg+vae", "avg+prox", "FedA2V against FedProx")
+    prox = tuned(summary, "methods", MAIN_SETTING, "avg+prox")
+    if prox is not None:
+        say("methods", MAIN_SETTING, prox, "avg", "FedProx's proximal term (mu with the best validation top-1)")
+        say("methods", MAIN_SETTING, "avg+vae", prox, "FedA2V against FedProx (mu tuned on validation)")
     say("methods", MAIN_SETTING, "avg+ft", "avg", "Server fine-tuning on the class means")
+    say("methods", MAIN_SETTING, "avg+ft", "avg-long", "Server fine-tuning against FedAvg run to convergence")
     say("methods", MAIN_SETTING, "avg+vae", "avg", "The full server step (VAE + fine-tuning)")
     say("methods", MAIN_SETTING, "avg+vae", "avg+ft", "What the generator's samples add to the fine-tuning")
     for variant in ("avg+vae-uncond", "avg+gan", "avg+gaussian", "avg+gmm", "kd"):
@@ -735,7 +777,25 @@ def plot_length(summary: dict, path: Path) -> bool:
     return _save(fig, ax, path, drawn)
 
 
-GENERATED_START, GENERATED_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
+def code_version() -> str:
+    """The commit the cells ran at, and whether tracked code (outside docs/) had changes then."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=PROJECT, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "an unknown commit (not a git checkout)"
+    status = git("status", "--porcelain", "--untracked-files=no").splitlines()
+    changed = [line for line in status if not line[3:].startswith("docs/")]
+    return f"commit `{commit}`" + (" with uncommitted changes" if changed else "")
+
+
+def markers(testbed: str) -> tuple[str, str]:
+    """The lines around a testbed's generated block: one document holds a block per testbed."""
+    return f"<!-- ablation:{testbed}:start -->", f"<!-- ablation:{testbed}:end -->"
 
 
 def report(
@@ -745,19 +805,23 @@ def report(
     ran_now: tuple[int, float, int],
     settings_note: str,
     allow_unmatched: bool = False,
+    testbed: str = "default",
 ) -> str:
-    """The generated part of the results document (tables, plots, findings). ``ran_now``: the
-    cells this invocation ran, its wall time and its number of workers."""
+    """The generated part of the results document (tables, plots, findings) for one testbed (the
+    config file's name). ``ran_now``: the cells this invocation ran, its wall time and its number
+    of workers."""
     summary = summarise(results)
-    figures = out.parent / "results"
+    figures = out.parent / "results" / testbed
+    link = f"results/{testbed}"
     cells_now, wall, workers = ran_now
     total = sum(r["seconds"] for r in results)
     timing = f"{len(results)} federations, {total / 60:.1f} min of federation run time in all"
     if cells_now:
         timing += f"; this invocation ran {cells_now} of them in {wall / 60:.1f} min, {workers} at a time"
+    start, end = markers(testbed)
     lines = [
-        GENERATED_START,
-        f"_Generated by `{command}` on {time.strftime('%Y-%m-%d')} ({os.cpu_count()} CPU cores, "
+        start,
+        f"_Generated by `{command}` at {code_version()} on {time.strftime('%Y-%m-%d')} ({os.cpu_count()} CPU cores, "
         f"{platform.machine()}): {timing}. {settings_note}_",
         "",
     ]
@@ -765,7 +829,7 @@ def report(
         lines += [f"### Methods ({MAIN_SETTING}, mean ± 95 % CI over seeds)", "", *methods_table(summary), ""]
         lines += [mde_line(summary, "methods", MAIN_SETTING, [*METHODS, *HEADS]), ""]
         if plot_curves(summary, figures / "methods.png", "methods", MAIN_SETTING, METHODS, f"Methods, {MAIN_SETTING}"):
-            lines += [f"![top-1 per round, every method]({figures.name}/methods.png)", ""]
+            lines += [f"![top-1 per round, every method]({link}/methods.png)", ""]
     if any(k[0] == "noniid" for k in summary):
         lines += ["### Label skew (top-1 on the federation's test set, mean ± 95 % CI)", "", *noniid_table(summary), ""]
         for setting in SETTINGS:
@@ -775,29 +839,31 @@ def report(
         for setting in SETTINGS:
             name = re.sub(r"[^a-z0-9]+", "_", setting.lower()).strip("_")
             if plot_curves(summary, figures / f"noniid_{name}.png", "noniid", setting, NON_IID_METHODS, setting):
-                lines.append(f"![{setting}]({figures.name}/noniid_{name}.png)")
+                lines.append(f"![{setting}]({link}/noniid_{name}.png)")
         lines.append("")
     if any(k[0] == "length" for k in summary):
         lines += ["### Statistics length L against upload (mean ± 95 % CI)", "", *length_table(summary), ""]
         if plot_length(summary, figures / "length.png"):
-            lines += [f"![top-1 against the statistics' upload]({figures.name}/length.png)", ""]
+            lines += [f"![top-1 against the statistics' upload]({link}/length.png)", ""]
     found = findings(summary, allow_unmatched)
     if found:
         lines += ["### What the numbers say (paired over seeds)", "", *found, ""]
-    lines.append(GENERATED_END)
+    lines.append(end)
     return "\n".join(lines)
 
 
-def write_document(out: Path, generated: str) -> None:
-    """Replace the generated block of ``out`` (hand-written text around it is kept)."""
-    if out.exists() and GENERATED_START in out.read_text():
-        text = out.read_text()
-        before, rest = text.split(GENERATED_START, 1)
-        after = rest.split(GENERATED_END, 1)[1] if GENERATED_END in rest else ""
+def write_document(out: Path, generated: str, testbed: str = "default") -> None:
+    """Replace the testbed's generated block of ``out`` (hand-written text and other testbeds'
+    blocks are kept), or add it at the end."""
+    start, end = markers(testbed)
+    text = out.read_text() if out.exists() else "# Results\n"
+    if start in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1] if end in rest else ""
         out.write_text(before + generated + after)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("# Results\n\n" + generated + "\n")
+        out.write_text(text.rstrip("\n") + "\n\n" + generated + "\n")
 
 
 # ---- main -------------------------------------------------------------------------------------
@@ -827,9 +893,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--tables", nargs="+", default=["methods", "noniid", "length"], choices=["methods", "noniid", "length"]
     )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=["all", *METHODS],
+        default=list(DEFAULT_METHODS),
+        metavar="METHOD",
+        help=f"the methods table's rows, or all (default: all but {', '.join(OPTIONAL_METHODS)}); "
+        "the other tables keep theirs",
+    )
     parser.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     parser.add_argument(
-        "--output-dir", help="cells and runs (default: outputs/ablation, --quick: outputs/ablation-quick)"
+        "--output-dir",
+        help="cells and runs (default: outputs/ablation/<config name>, --quick: outputs/ablation-quick/<config name>)",
     )
     parser.add_argument(
         "--out", help="the results document (default: docs/RESULTS.md, --quick: <output-dir>/RESULTS.md)"
@@ -852,11 +928,14 @@ def main(argv: list[str] | None = None) -> None:
         base = _join(QUICK, base)
     elif _dataset(args.config, base) == "procedural":
         base = _join(PROCEDURAL_SPLIT, base)
-    output_dir = Path(args.output_dir or ("outputs/ablation-quick" if args.quick else "outputs/ablation")).resolve()
+    testbed = Path(args.config).stem
+    methods = list(METHODS) if "all" in args.methods else args.methods
+    default_dir = Path("outputs/ablation-quick" if args.quick else "outputs/ablation") / testbed
+    output_dir = Path(args.output_dir or default_dir).resolve()
     out = Path(args.out or (output_dir / "RESULTS.md" if args.quick else "docs/RESULTS.md"))
     (output_dir / "cells").mkdir(parents=True, exist_ok=True)
     full = full_token_count(args.config, base)
-    cells = grid(seeds, args.tables, full, matched=not args.unmatched_compute)
+    cells = grid(seeds, args.tables, full, matched=not args.unmatched_compute, methods=methods)
     command = "python experiments/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(
         f"{len(cells)} federations ({len(seeds)} seeds), {args.workers} at a time; cells in {output_dir / 'cells'}",
@@ -898,8 +977,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     if not args.unmatched_compute:
         note += f" Every server step fine-tunes {FINETUNE_STEPS} optimizer steps per round (`{MATCHED_COMPUTE}`)."
-    generated = report(results, out, command.strip(), (len(todo), wall, args.workers), note, args.allow_unmatched)
-    write_document(out, generated)
+    generated = report(
+        results, out, command.strip(), (len(todo), wall, args.workers), note, args.allow_unmatched, testbed
+    )
+    write_document(out, generated, testbed)
     (output_dir / "summary.json").write_text(
         json.dumps({"|".join(k): v for k, v in summarise(results).items()}, indent=1, default=float)
     )

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import tiny_config
@@ -120,6 +121,36 @@ def test_server_steps_get_equal_fine_tuning_steps_and_unequal_ones_are_not_compa
     assert "`avg+vae` − `avg+ft` = +0.033" in "\n".join(ablation.findings(summary, allow_unmatched=True))
 
 
+def test_fedprox_is_compared_at_the_mu_with_the_best_validation_score_not_the_best_test_score():
+    main = ablation.MAIN_SETTING
+    summary = {
+        ("methods", main, "avg"): {"per_seed_top1": {0: 0.5, 1: 0.6, 2: 0.55}, "val_top1": (0.6, 0.0)},
+        ("methods", main, "avg+prox-0.001"): {"per_seed_top1": {0: 0.9, 1: 0.9, 2: 0.9}, "val_top1": (0.70, 0.0)},
+        ("methods", main, "avg+prox-0.01"): {"per_seed_top1": {0: 0.6, 1: 0.6, 2: 0.6}, "val_top1": (0.75, 0.0)},
+        ("methods", main, "avg+prox-0.1"): {"per_seed_top1": {0: 0.5, 1: 0.5, 2: 0.5}, "val_top1": (np.nan, 0.0)},
+    }
+    assert ablation.tuned(summary, "methods", main, "avg+prox") == "avg+prox-0.01"
+    assert ablation.tuned(summary, "methods", main, "avg+gmm") is None
+    lines = "\n".join(ablation.findings(summary))
+    assert "`avg+prox-0.01` − `avg` = +0.050" in lines and "avg+prox-0.001` −" not in lines
+    assert {f"avg+prox-{mu:g}" for mu in ablation.PROX_MUS} <= set(ablation.METHODS)
+
+
+def test_each_testbed_has_its_own_block_in_the_document(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# Results\n\nIntro.\n")
+    for testbed, body in (("default", "A"), ("sonic_pi_aisfx", "B"), ("default", "C")):
+        start, end = ablation.markers(testbed)
+        ablation.write_document(out, f"{start}\n{body}\n{end}", testbed)
+    text = out.read_text()
+    assert text.startswith("# Results\n\nIntro.\n")
+    assert "\nA\n" not in text and text.index("\nC\n") < text.index("\nB\n")  # replaced in place, B kept
+    cells = ablation.grid([0, 1], ["methods", "noniid"], 79, methods=["avg", "avg+vae"])
+    assert {c.method for c in cells if c.table == "methods"} == {"avg", "avg+vae"}
+    # the label-skew table's main setting takes from the methods table only what it ran
+    assert {c.method for c in cells if c.table == "noniid" and c.setting == ablation.MAIN_SETTING} == {"none", "avg+ft"}
+
+
 def test_paired_findings_need_three_seeds_and_follow_the_numbers():
     summary = {
         ("methods", ablation.MAIN_SETTING, "avg"): {"per_seed_top1": {0: 0.5, 1: 0.6, 2: 0.55}},
@@ -164,12 +195,14 @@ def test_runner_writes_every_methods_row_on_a_tiny_setting(tmp_path):
     """The methods and sequence-length tables end to end (the label-skew table's cells are the
     same federations under other partitionings: its rendering is tested above)."""
     out = tmp_path / "RESULTS.md"
-    start, end = ablation.GENERATED_START, ablation.GENERATED_END
+    start, end = ablation.markers("default")
     out.write_text(f"# Results\n\nHand-written intro.\n\n{start}\nold\n{end}\n\nKept.\n")
     command = [
         sys.executable,
         str(PROJECT / "experiments" / "ablation.py"),
         "--quick",
+        "--methods",
+        "all",
         "--tables",
         "methods",
         "length",
@@ -194,7 +227,7 @@ def test_runner_writes_every_methods_row_on_a_tiny_setting(tmp_path):
     assert "FedA2V against `ncm-cosine` on the same uploads" in text
     for length in ("L=4", "L=16", "L=64", "full"):
         assert f"| {length} |" in text, length
-    assert (tmp_path / "results" / "methods.png").stat().st_size > 1000
+    assert (tmp_path / "results" / "default" / "methods.png").stat().st_size > 1000
     cells = list((tmp_path / "ablation" / "cells").glob("*.json"))
     assert len(cells) == len(ablation.grid([0], ["methods", "length"], 79))
     vae = json.loads((tmp_path / "ablation" / "cells" / "methods-2_classes_node-avg+vae-seed0.json").read_text())
