@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -936,6 +936,8 @@ def main(argv: list[str] | None = None) -> None:
     (output_dir / "cells").mkdir(parents=True, exist_ok=True)
     full = full_token_count(args.config, base)
     cells = grid(seeds, args.tables, full, matched=not args.unmatched_compute, methods=methods)
+    if args.quick:  # the long FedAvg, as long as the other cells' client epochs x 2 (not 30 rounds)
+        cells = [Cell(*astuple(c)[:4], _join(c.overrides, QUICK_LONG)) if c.method == "avg-long" else c for c in cells]
     command = "python experiments/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(
         f"{len(cells)} federations ({len(seeds)} seeds), {args.workers} at a time; cells in {output_dir / 'cells'}",
@@ -994,6 +996,8 @@ QUICK = (
     "feda2v.adapter_width=32; feda2v.generator_hidden_dim=32; feda2v.generator_latent_dim=8; "
     "feda2v.generator_token_hidden_dim=16; feda2v.clip_adapter_hidden_dims=[32]; feda2v.t5_adapter_hidden_dims=[32]"
 )
+
+QUICK_LONG = "federation.global_rounds=4"
 
 
 if __name__ == "__main__":
