@@ -12,6 +12,7 @@ from flwr.app import ConfigRecord, Context, RecordDict
 from flwr.client import ClientApp, NumPyClient
 
 from feda2v_flwr.config import ExperimentConfig, load_config
+from feda2v_flwr.instructions import DATA_DIR, NUM_PARTITIONS, PARTITION_ID, RoundInstructions
 from feda2v_flwr.logging_setup import setup_logging
 from feda2v_flwr.resume import load_client_state, save_client_state
 from feda2v_flwr.training.task import ClientTask
@@ -24,12 +25,18 @@ _TASKS: dict[tuple, ClientTask] = {}  # long-lived simulation actors reuse loade
 class FedA2VClient(NumPyClient):
     def __init__(self, *, run_config: dict, node_config: dict, state: RecordDict):
         self.run_config, self.node_config, self.state = run_config, node_config, state
-        self.partition_id = int(node_config["partition-id"])
-        self.num_partitions = int(node_config["num-partitions"])
+        self.partition_id = int(node_config[PARTITION_ID])
+        self.num_partitions = int(node_config[NUM_PARTITIONS])
 
-    def _task(self, config: dict) -> ClientTask:
-        cache_dir = str(self.node_config.get("cache-dir") or config["cache-dir"])
-        data_dir = str(self.node_config.get("data-dir") or "")
+    def _instructions(self, config: dict) -> RoundInstructions:
+        """The round's instructions, with this node's own folders where its node config sets them."""
+        return RoundInstructions.from_config(config).on_node(self.node_config)
+
+    def _task(self, ins: RoundInstructions) -> ClientTask:
+        if ins.cache_dir is None:
+            raise ValueError("no embedding cache folder: the server sends cache-dir, or the node config sets it")
+        cache_dir = ins.cache_dir
+        data_dir = str(self.node_config.get(DATA_DIR) or "")
         key = (
             self.partition_id,
             self.num_partitions,
@@ -53,17 +60,12 @@ class FedA2VClient(NumPyClient):
         record = self.state.get(STATE_KEY)
         return record[name] if isinstance(record, ConfigRecord) and name in record else None
 
-    def _state_dir(self, config: dict) -> Path | None:
-        directory = self.node_config.get("client-state-dir") or config.get("client-state-dir")
-        return Path(str(directory)) if directory else None
-
-    def _restore_state(self, config: dict, server_round: int) -> None:
+    def _restore_state(self, ins: RoundInstructions, server_round: int) -> None:
         """A node without state after round 1 (a resumed run, a restarted node) takes its last
         saved state from before this round, so its optimizers and generators go on as they were."""
-        directory = self._state_dir(config)
-        if STATE_KEY in self.state or server_round <= 1 or directory is None:
+        if STATE_KEY in self.state or server_round <= 1 or ins.client_state_dir is None:
             return
-        record = load_client_state(directory, self.partition_id, before_round=server_round)
+        record = load_client_state(Path(ins.client_state_dir), self.partition_id, before_round=server_round)
         if record is None:
             log.warning(
                 "node %d: no saved state before round %d; optimizers start fresh", self.partition_id, server_round
@@ -71,15 +73,15 @@ class FedA2VClient(NumPyClient):
             return
         self.state[STATE_KEY] = ConfigRecord(record)
 
-    def _save_state(self, config: dict, server_round: int, record: dict) -> None:
+    def _save_state(self, ins: RoundInstructions, server_round: int, record: dict) -> None:
         """On checkpoint rounds: the node's state to disk, for resuming (a failure to write it is
         a warning, not a failed round)."""
-        directory = self._state_dir(config)
-        if directory is None or not int(config.get("save-client-state", 0)):
+        directory = ins.client_state_dir
+        if directory is None or not ins.save_client_state:
             return
         try:
-            keep = int(config.get("keep-client-states", 3))
-            save_client_state(directory, self.partition_id, server_round, record, keep_last=keep)
+            keep = ins.keep_client_states
+            save_client_state(Path(directory), self.partition_id, server_round, record, keep_last=keep)
         except OSError as err:
             log.warning(
                 "node %d: cannot save its state to %s (%s); set node_config client-state-dir to a writable folder",
@@ -89,46 +91,48 @@ class FedA2VClient(NumPyClient):
             )
 
     def get_parameters(self, config: dict) -> list[np.ndarray]:
-        return self._task(config).initial_arrays()
+        return self._task(self._instructions(config)).initial_arrays()
 
     def fit(self, parameters: list[np.ndarray], config: dict):
-        server_round = int(config["server_round"])
-        participants = str(config.get("participants", ""))
-        self._restore_state(config, server_round)
-        if participants and self.partition_id not in {int(p) for p in participants.split(",")}:
+        ins = self._instructions(config)
+        server_round = ins.server_round
+        self._restore_state(ins, server_round)
+        if not ins.trains(self.partition_id):
             record = self.state.get(STATE_KEY)
             if isinstance(record, ConfigRecord):  # unchanged, but a checkpoint round must find it
-                self._save_state(config, server_round, dict(record))
+                self._save_state(ins, server_round, dict(record))
             return [], 0, {"partition_id": self.partition_id, "sat_out": 1}  # not drawn this round
-        generator_dir = self.node_config.get("generator-dir") or config.get("client-generator-dir")
-        pretrained = self.node_config.get("pretrained-generator-path") or config.get("pretrained-generator-path")
-        outcome = self._task(config).fit(
+        outcome = self._task(ins).fit(
             parameters,
             server_round,
             self._saved("optimizer"),
             self._saved("local_adapters"),
             generator_state=self._saved("generators"),
-            generator_dir=Path(str(generator_dir)) if generator_dir else None,
-            pretrained_path=Path(str(pretrained)) if pretrained else None,
-            num_rounds=int(config["num-rounds"]) if "num-rounds" in config else None,
+            generator_dir=_path(ins.client_generator_dir),
+            pretrained_path=_path(ins.pretrained_generator_path),
+            num_rounds=ins.num_rounds,
         )
         record = {"optimizer": outcome.optimizer_state, "local_adapters": outcome.local_adapters}
         if outcome.generator_state is not None:
             record["generators"] = outcome.generator_state
         self.state[STATE_KEY] = ConfigRecord(record)
-        self._save_state(config, server_round, record)
+        self._save_state(ins, server_round, record)
         return outcome.arrays, outcome.num_examples, outcome.metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict):
-        self._restore_state(config, int(config.get("server_round", 0)) + 1)  # a node restarted since its fit
-        image_dir = self.node_config.get("image-dir") or config.get("image-dir")
-        metrics = self._task(config).evaluate(
+        ins = self._instructions(config)
+        self._restore_state(ins, ins.server_round + 1)  # a node restarted since its fit
+        metrics = self._task(ins).evaluate(
             parameters,
             self._saved("local_adapters"),
-            server_round=int(config.get("server_round", 0)),
-            image_dir=Path(str(image_dir)) if image_dir else None,
+            server_round=ins.server_round,
+            image_dir=_path(ins.image_dir),
         )
         return float(metrics.get("test_mse", 0.0)), int(metrics["test_examples"]), metrics
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 def with_data_root(experiment: ExperimentConfig, data_dir: str, partition_id: int) -> ExperimentConfig:

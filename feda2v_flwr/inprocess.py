@@ -34,6 +34,7 @@ from flwr.server.client_proxy import ClientProxy
 
 from feda2v_flwr.client_app import FedA2VClient
 from feda2v_flwr.config.schema import ExperimentConfig
+from feda2v_flwr.instructions import NUM_PARTITIONS, PARTITION_ID
 from feda2v_flwr.server_app import build_strategy
 from feda2v_flwr.training.task import ClientTask
 from strategies.feda2v import FedA2VStrategy
@@ -45,7 +46,7 @@ class _NodeClient(FedA2VClient):
     def __init__(self, task: ClientTask, *, num_partitions: int):
         super().__init__(
             run_config={},
-            node_config={"partition-id": task.partition_id, "num-partitions": num_partitions},
+            node_config={PARTITION_ID: task.partition_id, NUM_PARTITIONS: num_partitions},
             state=RecordDict(),
         )
         self.task = task

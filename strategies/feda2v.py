@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from feda2v_flwr.config.loading import config_hash, resolve_run_path
 from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.images.drawing import decode_labels
 from feda2v_flwr.images.scoring import image_metrics
+from feda2v_flwr.instructions import RoundInstructions
 from feda2v_flwr.payload import ClientUpdate, for_transfer, largest_transferable
 from feda2v_flwr.replies import (
     ReplyChecker,
@@ -107,18 +109,19 @@ class FedA2VStrategy(FedAvg):
         return f"FedA2VStrategy(mode={self.config.feda2v.adapter_aggregation_mode})"
 
     # ---- configure -----------------------------------------------------------------------------
-    def _round_config(self, server_round: int) -> dict[str, Scalar]:
-        return {
-            "server_round": server_round,
-            "num-rounds": self.num_rounds,
-            "cache-dir": str(self.cache_dir),
-            "client-generator-dir": str(self.run_dir / "client_generators"),
-            "image-dir": str(self.run_dir / self.config.images.output_dir),  # an absolute output_dir stays
-            "client-state-dir": str(self.run_dir / "client_state"),
-            "save-client-state": int(self._checkpoint_due(server_round)),
-            "keep-client-states": self.config.feda2v.checkpoint_keep_last,
-            **({"pretrained-generator-path": str(self.pretrained_path)} if self.pretrained_path else {}),
-        }
+    def instructions(self, server_round: int) -> RoundInstructions:
+        """What every node is told this round (its own folders, if set, replace these paths)."""
+        return RoundInstructions(
+            server_round=server_round,
+            num_rounds=self.num_rounds,
+            cache_dir=str(self.cache_dir),
+            client_generator_dir=str(self.run_dir / "client_generators"),
+            image_dir=str(self.run_dir / self.config.images.output_dir),  # an absolute output_dir stays
+            client_state_dir=str(self.run_dir / "client_state"),
+            save_client_state=self._checkpoint_due(server_round),
+            keep_client_states=self.config.feda2v.checkpoint_keep_last,
+            pretrained_generator_path=str(self.pretrained_path) if self.pretrained_path else None,
+        )
 
     def _for_transfer(self, parameters: Parameters) -> Parameters:
         """The global adapters in ``feda2v.transfer_dtype`` (the server keeps them in float32)."""
@@ -140,13 +143,14 @@ class FedA2VStrategy(FedAvg):
         pairs = super().configure_fit(server_round, self._for_transfer(parameters), client_manager)
         self.replies.connected = {str(cid) for cid in client_manager.all()}
         self._phase_started[("fit", server_round)] = time.perf_counter()  # after waiting for the nodes
-        config = self._round_config(server_round)
         participants = self.participants(server_round)
+        instructions = self.instructions(server_round)
         if participants is not None:
-            config["participants"] = ",".join(map(str, participants))
+            instructions = replace(instructions, participants=tuple(participants))
             log.info("Round %d: partitions %s train; the other nodes sit out", server_round, participants)
         else:
             log.info("Round %d: training on %d nodes", server_round, len(pairs))
+        config = instructions.to_config()
         return [(c, FitIns(ins.parameters, {**ins.config, **config})) for c, ins in pairs]
 
     def _elapsed(self, phase: str, server_round: int) -> float | None:
@@ -176,9 +180,8 @@ class FedA2VStrategy(FedAvg):
             return []
         pairs = super().configure_evaluate(server_round, self._for_transfer(parameters), client_manager)
         self._phase_started[("evaluate", server_round)] = time.perf_counter()
-        return [
-            (c, EvaluateIns(ins.parameters, {**ins.config, **self._round_config(server_round)})) for c, ins in pairs
-        ]
+        config = self.instructions(server_round).to_config()
+        return [(c, EvaluateIns(ins.parameters, {**ins.config, **config})) for c, ins in pairs]
 
     # ---- aggregate_fit ---------------------------------------------------------------------------
     def aggregate_fit(

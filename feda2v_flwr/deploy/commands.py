@@ -12,6 +12,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from feda2v_flwr.instructions import CACHE_DIR, CLIENT_STATE_DIR, DATA_DIR, NUM_PARTITIONS, PARTITION_ID
+
 DEFAULT_SUPERLINK_PORT = 9091  # the SuperLink serves Fleet, Control and ServerAppIo on one port
 DEFAULT_NODE_PORT = 9094  # each SuperNode's local ClientAppIo port (two nodes on one host need two)
 
@@ -71,8 +73,8 @@ def node_config_string(
     """``--node-config`` of one SuperNode: which partition it is and where its files live."""
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition id {partition_id} is not in 0..{num_partitions - 1}")
-    pairs = [f"partition-id={partition_id}", f"num-partitions={num_partitions}"]
-    for key, value in (("data-dir", data_dir), ("cache-dir", cache_dir), ("client-state-dir", state_dir)):
+    pairs = [f"{PARTITION_ID}={partition_id}", f"{NUM_PARTITIONS}={num_partitions}"]
+    for key, value in ((DATA_DIR, data_dir), (CACHE_DIR, cache_dir), (CLIENT_STATE_DIR, state_dir)):
         if value:
             if '"' in value or " " in value:
                 raise ValueError(f"{key} {value!r}: Flower's --node-config cannot carry spaces or quotes")
