@@ -5,7 +5,8 @@ default config's widths, sd and flux with the shipped FLUX configs' widths, SPEC
 hidden [1024, 2048], t5 hidden [1024, 2048, 2048], 8 heads) and one client's reply is encoded
 with the real ``encode_update`` (adapters + per-class statistics, clip counts always float32),
 in float32 and with ``feda2v.transfer_dtype: float16``. Download = the global adapters in that
-precision.
+precision. A second table: the statistics part with the richer uploads of issue 18 (a
+3-component Gaussian mixture per class, or 5 samples of the node's own generator per class).
 
 - ``minilm`` (the offline default): the default config's mel-patch tokens, MiniLM slots;
 - ``sd``: AST tokens (1214 x 768), one CLIP slot of 77 x 768 (Stable Diffusion 1.5);
@@ -26,7 +27,7 @@ from feda2v_flwr.encoders import audio_embed_dim, build_audio_encoder
 from feda2v_flwr.encoders.text_targets import PROFILE_SLOTS, SlotSpec
 from feda2v_flwr.payload import encode_update, for_transfer, module_to_ndarrays
 from feda2v_flwr.training.adapters import build_model
-from feda2v_flwr.training.statistics import ClassStats
+from feda2v_flwr.training.statistics import ClassStats, Mixture
 
 AST_TOKENS, AST_DIM = 1214, 768
 SPEC_WIDTHS = (
@@ -40,8 +41,17 @@ PROFILES = {
 }
 
 
-def reply_bytes(profile: str, classes: int, dtype: str, statistics_length: int | None) -> tuple[int, int, int]:
-    """(upload, download, statistics part of the upload) in bytes for one client and round."""
+def reply_bytes(
+    profile: str,
+    classes: int,
+    dtype: str,
+    statistics_length: int | None,
+    components: int = 1,
+    client_samples: int = 0,
+) -> tuple[int, int, int]:
+    """(upload, download, statistics part of the upload) in bytes for one client and round;
+    ``components`` > 1: each class also carries a K-component mixture (``statistics_components``),
+    ``client_samples`` > 0: N samples of the node's generator (``synthetic_source: clients``)."""
     overrides = f"feda2v.target_profile={profile}"
     if profile != "minilm":
         overrides += f"; {SPEC_WIDTHS}"
@@ -62,6 +72,8 @@ def reply_bytes(profile: str, classes: int, dtype: str, statistics_length: int |
             audio_std=np.zeros((tokens, dim), np.float32),
             val_count=4,
             val_audio_mean=np.zeros((tokens, dim), np.float32),
+            mixture=_mixture(components, tokens, dim) if components > 1 else None,
+            samples=np.zeros((client_samples, tokens, dim), np.float32) if client_samples else None,
         )
         for c in range(classes)
     }
@@ -69,6 +81,12 @@ def reply_bytes(profile: str, classes: int, dtype: str, statistics_length: int |
     adapters_only = sum(a.nbytes for a in encode_update(state, {}, dtype)[0])
     download = sum(a.nbytes for a in for_transfer(list(state.values()), dtype))
     return upload, download, upload - adapters_only
+
+
+def _mixture(components: int, tokens: int, dim: int) -> Mixture:
+    shape = (components, tokens, dim)
+    weights = np.full(components, 1.0 / components, np.float32)
+    return Mixture(weights, np.zeros(shape, np.float32), np.ones(shape, np.float32))
 
 
 def main() -> None:
@@ -83,6 +101,17 @@ def main() -> None:
         for dtype in ("float32", "float16"):
             up, down, stats = reply_bytes(profile, args.classes_per_node, dtype, args.statistics_length)
             print(f"| {profile} | {dtype} | {up / 1e6:.2f} MB | {stats / 1e6:.2f} MB | {down / 1e6:.2f} MB |")
+    print("\nRicher uploads (issue 18), float32: the statistics part of one client's upload per round")
+    kinds = {
+        "mean + std (default)": {},
+        "+ 3-component mixture per class (`statistics_components=3`)": {"components": 3},
+        "+ 5 client-generator samples per class (`synthetic_source=clients`)": {"client_samples": 5},
+    }
+    print("| statistics | " + " | ".join(PROFILES) + " |")
+    print("|---|" + "---|" * len(PROFILES))
+    for kind, extra in kinds.items():
+        sizes = [reply_bytes(p, args.classes_per_node, "float32", args.statistics_length, **extra)[2] for p in PROFILES]
+        print(f"| {kind} | " + " | ".join(f"{b / 1e6:.2f} MB" for b in sizes) + " |")
 
 
 if __name__ == "__main__":
