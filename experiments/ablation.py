@@ -697,6 +697,8 @@ def findings(summary: dict, allow_unmatched: bool = False) -> list[str]:
     for head in HEADS:
         say("methods", MAIN_SETTING, "avg+vae", head, f"FedA2V against `{head}` on the same uploads")
     for setting in SETTINGS:
+        if setting == MAIN_SETTING:
+            continue  # the methods table's cells: compared above
         say("noniid", setting, "avg+vae", "avg", "Server step under this skew")
         say("noniid", setting, "avg+vae", "avg+ft", "Generator samples under this skew")
     for length in LENGTHS:
@@ -777,13 +779,13 @@ def plot_length(summary: dict, path: Path) -> bool:
     return _save(fig, ax, path, drawn)
 
 
-def code_version() -> str:
+def code_version(root: Path = PROJECT) -> str:
     """The commit the cells ran at, and whether tracked code (outside docs/) had changes then."""
     import subprocess
 
     def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=PROJECT, capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else ""
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return done.stdout.rstrip() if done.returncode == 0 else ""  # porcelain lines start with a space
 
     commit = git("rev-parse", "--short", "HEAD")
     if not commit:

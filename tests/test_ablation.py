@@ -136,6 +136,24 @@ def test_fedprox_is_compared_at_the_mu_with_the_best_validation_score_not_the_be
     assert {f"avg+prox-{mu:g}" for mu in ablation.PROX_MUS} <= set(ablation.METHODS)
 
 
+def test_the_document_names_the_commit_and_only_code_changes_count_as_uncommitted(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True)
+
+    git("init", "-q")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "RESULTS.md").write_text("a\n")
+    (tmp_path / "code.py").write_text("a = 1\n")
+    git("add", "-A")
+    git("commit", "-qm", "first")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True)
+    assert ablation.code_version(tmp_path) == f"commit `{commit.stdout.strip()}`"
+    (tmp_path / "docs" / "RESULTS.md").write_text("b\n")  # the runner's own output
+    assert ablation.code_version(tmp_path) == f"commit `{commit.stdout.strip()}`"
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert ablation.code_version(tmp_path).endswith("with uncommitted changes")
+
+
 def test_each_testbed_has_its_own_block_in_the_document(tmp_path):
     out = tmp_path / "RESULTS.md"
     out.write_text("# Results\n\nIntro.\n")
@@ -163,6 +181,7 @@ def test_paired_findings_need_three_seeds_and_follow_the_numbers():
     lines = "\n".join(ablation.findings(summary))
     # diffs 0.2, 0.2, -0.05: sd 0.1443, 95 % CI +-4.303 * 0.1443 / sqrt(3) = 0.359
     assert "`avg+vae` − `avg` = +0.117 ± 0.359 top-1 (95 % CI)" in lines
+    assert lines.count("`avg+vae` − `avg` =") == 1  # not again as the label-skew table's main setting
     assert "**no difference larger than 0.475 either way**" in lines
     assert "2 seed(s): too few to tell" in lines  # avg+vae vs avg+ft share two seeds only
     kd = next(line for line in lines.splitlines() if "`kd` −" in line)
