@@ -974,11 +974,9 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
     wall = time.perf_counter() - start
-    note = (
-        f"Settings: `{args.config}`"
-        + (f" with `{base}`" if base else "")
-        + f"; the length table's encoder: `{LONG_SEQUENCE}` ({full} tokens)."
-    )
+    note = f"Settings: `{args.config}`" + (f" with `{base}`" if base else "") + "."
+    if "length" in args.tables:
+        note += f" The length table's encoder: `{LONG_SEQUENCE}` ({full} tokens)."
     if not args.unmatched_compute:
         note += f" Every server step fine-tunes {FINETUNE_STEPS} optimizer steps per round (`{MATCHED_COMPUTE}`)."
     generated = report(
