@@ -1,18 +1,21 @@
 """Does the server step help? Ablations of FedA2V with several seeds, written to docs/RESULTS.md.
 
-Three tables, each cell run with every seed (mean +- std over seeds):
+Three tables, each cell run with every seed (mean +- 95 % CI over seeds, paired differences):
 
-- methods: the same federation under every aggregation / server-step method, including the
-  generator variants (conditioned VAE, one unconditioned VAE per class, GAN, per-class Gaussian);
+- methods: the same federation under every aggregation / server-step method (FedAvg, FedAvg run
+  longer, FedProx at three mu, server fine-tuning with and without generators or sampled
+  statistics, centralised), plus training-free heads built from the same uploads;
 - non-IID: standalone vs FedAvg vs FedA2V as the label skew changes (1, 2, 5 classes per node;
   Dirichlet 0.1 and 1.0);
 - sequence length: the statistics' (and generator's) token count L against bytes uploaded.
 
 Every cell is a real federation: Flower's server loop, the FedA2V strategy and clients, in one
 process (``feda2v_flwr.inprocess``; ``flwr run`` would add a Ray start per cell). Finished cells are
-kept as JSON in ``--output-dir``, so an interrupted run goes on where it stopped.
+kept as JSON in ``--output-dir``, so an interrupted run goes on where it stopped. Each testbed
+(config file) has its own block in the document.
 
-Usage: ``python experiments/ablation.py`` (the documented setting), ``--quick`` for a smoke test,
+Usage (the documented setting, 5 seeds): ``python experiments/ablation.py --tables methods`` and
+``... --tables methods --config configs/sonic_pi_aisfx.json``; ``--quick`` for a smoke test,
 ``--config configs/esc50_ablation.json`` for ESC-50. See docs/RESULTS.md.
 """
 
@@ -780,7 +783,9 @@ def plot_length(summary: dict, path: Path) -> bool:
 
 
 def code_version(root: Path = PROJECT) -> str:
-    """The commit the cells ran at, and whether tracked code (outside docs/) had changes then."""
+    """The commit the document is generated at, and whether tracked code (outside docs/, which the
+    runner writes) differs from it. Cells kept from an earlier invocation were run by code with
+    the same cell fingerprints (resolved config and ``MEASUREMENT_VERSION``)."""
     import subprocess
 
     def git(*args: str) -> str:
