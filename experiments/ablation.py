@@ -98,8 +98,8 @@ METHODS: dict[str, tuple[str, str]] = {
     ),
 }
 # The methods table's rows unless --methods says otherwise: every method but the three earlier
-# generator variants (kd, the GAN, the unconditioned VAEs), which together cost as much as the
-# rest of a seed and were each below avg+vae in the 3-seed tables; `--methods all` adds them.
+# generator variants (kd, the GAN, the unconditioned VAEs), each as slow as avg+vae or slower and
+# each below avg+vae in the earlier 3-seed tables; `--methods all` adds them.
 OPTIONAL_METHODS = ("kd", "avg+gan", "avg+vae-uncond")
 DEFAULT_METHODS = tuple(m for m in METHODS if m not in OPTIONAL_METHODS)
 # Training-free heads from the same uploads (feda2v_flwr/evaluation/closed_form.py), scored like
