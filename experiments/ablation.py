@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, astuple, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -944,7 +944,7 @@ def main(argv: list[str] | None = None) -> None:
     full = full_token_count(args.config, base)
     cells = grid(seeds, args.tables, full, matched=not args.unmatched_compute, methods=methods)
     if args.quick:  # the long FedAvg, as long as the other cells' client epochs x 2 (not 30 rounds)
-        cells = [Cell(*astuple(c)[:4], _join(c.overrides, QUICK_LONG)) if c.method == "avg-long" else c for c in cells]
+        cells = [replace(c, overrides=_join(c.overrides, QUICK_LONG)) if c.method == "avg-long" else c for c in cells]
     command = "python experiments/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(
         f"{len(cells)} federations ({len(seeds)} seeds), {args.workers} at a time; cells in {output_dir / 'cells'}",
