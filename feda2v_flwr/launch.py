@@ -31,6 +31,7 @@ from feda2v_flwr.processes import (
     flower_binary,
     flower_env,
     free_port,
+    run_exit_code,
     run_values,
     stop_marked_processes,
     submit_run,
@@ -220,17 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     if "test_retrieval_top1" in evaluation:
         print(f"Final test retrieval top-1: {evaluation['test_retrieval_top1']:.3f}")
     print(f"Outputs: {run_dir}")
-    if status != "finished:completed":
-        return 1
-    missing = summary.get("missing_partitions")
-    if missing and not experiment.federation.allow_missing_nodes:
-        print(
-            f"Partitions {missing} never contributed a valid update (their failures and dropped replies are in "
-            f"{run_dir / 'metrics.jsonl'}): exit 3. Set federation.allow_missing_nodes to accept such runs.",
-            file=sys.stderr,
-        )
-        return 3
-    return 0
+    missing = summary.get("missing_partitions") or []
+    return run_exit_code(status, missing, allow_missing=experiment.federation.allow_missing_nodes, where=str(run_dir))
 
 
 if __name__ == "__main__":

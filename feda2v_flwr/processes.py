@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -127,23 +128,20 @@ def submit_run(
 
 
 def wait_for_status(
-    run_id: str, connection: str, env: dict[str, str], *, timeout: float = 7 * 24 * 3600.0, show_log: bool = False
+    run_id: str,
+    connection: str,
+    env: dict[str, str],
+    *,
+    timeout: float = 7 * 24 * 3600.0,
+    show_log: bool = False,
+    log_lines: list[str] | None = None,
 ) -> str:
     """Wait for the run to end and return its final status (``finished:completed``,
-    ``finished:failed``...). Blocks on ``flwr log --stream`` (printed when ``show_log``), which
-    returns when the run ends, then reads the status with ``flwr ls`` (a CLI process per poll
-    costs about a CPU-second, so polls are spaced out)."""
+    ``finished:failed``...). Blocks on ``flwr log --stream`` (printed when ``show_log``; its lines
+    appended to ``log_lines`` when given), which returns when the run ends, then reads the status
+    with ``flwr ls`` (a CLI process per poll costs about a CPU-second, so polls are spaced out)."""
     deadline = time.time() + timeout
-    try:
-        subprocess.run(
-            [flower_binary("flwr"), "log", run_id, connection, "--stream"],
-            env=env,
-            stdout=None if show_log else subprocess.DEVNULL,
-            stderr=None if show_log else subprocess.DEVNULL,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
+    if not _stream_log(run_id, connection, env, timeout=timeout, show_log=show_log, log_lines=log_lines):
         return "unknown:timeout"
     pause = 0.5
     while time.time() < deadline:
@@ -163,6 +161,55 @@ def wait_for_status(
         time.sleep(pause)
         pause = min(2 * pause, 10.0)
     return "unknown:timeout"
+
+
+def _stream_log(
+    run_id: str, connection: str, env: dict[str, str], *, timeout: float, show_log: bool, log_lines: list[str] | None
+) -> bool:
+    """``flwr log --stream`` until the run ends (False: ``timeout`` came first). Its lines go to
+    this process's stdout when ``show_log`` and into ``log_lines`` when given."""
+    command = [flower_binary("flwr"), "log", run_id, connection, "--stream"]
+    if log_lines is None:
+        quiet = None if show_log else subprocess.DEVNULL
+        try:
+            subprocess.run(command, env=env, stdout=quiet, stderr=quiet, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def tee() -> None:
+        for line in process.stdout:
+            log_lines.append(line.rstrip("\n"))
+            if show_log:
+                print(line, end="", flush=True)
+
+    reader = threading.Thread(target=tee, daemon=True)
+    reader.start()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return False
+    finally:
+        reader.join(timeout=10)
+    return True
+
+
+def run_exit_code(status: str, missing: list[int], *, allow_missing: bool, where: str) -> int:
+    """The launchers' exit status: 1 unless the run finished as completed, 3 when partitions never
+    contributed a valid update (unless ``federation.allow_missing_nodes``), else 0."""
+    if status != "finished:completed":
+        return 1
+    if missing and not allow_missing:
+        print(
+            f"Partitions {missing} never contributed a valid update (their failures and dropped replies are in "
+            f"the metrics.jsonl of {where}): exit 3. Set federation.allow_missing_nodes to accept such runs.",
+            file=sys.stderr,
+        )
+        return 3
+    return 0
 
 
 def exit_on_sigterm(signum: int, frame: object) -> None:

@@ -41,7 +41,7 @@ from feda2v_flwr.replies import (
     ReplyChecker,
 )
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
-from feda2v_flwr.reporting.metrics import round_summary_line
+from feda2v_flwr.reporting.metrics import missing_partitions_line, round_summary_line
 from strategies.aggregation import aggregate_adapters, state_problem
 from strategies.node_count import wait_for_nodes
 from strategies.server_trainer import RoundReport, ServerGeneratorTrainer
@@ -474,11 +474,7 @@ class FedA2VStrategy(FedAvg):
         self.summary["missing_partitions"] = missing
         self.write_summary()
         if missing and server_round == self.last_round:
-            log.warning(
-                "Partitions %s never contributed a valid update this run (see 'failures' and 'dropped' in "
-                "metrics.jsonl): the global model did not learn from their data",
-                missing,
-            )
+            log.warning(missing_partitions_line(missing))
 
     def write_summary(self) -> None:
         (self.run_dir / "summary.json").write_text(json.dumps(self.summary, indent=1, sort_keys=True))

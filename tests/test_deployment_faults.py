@@ -17,6 +17,7 @@ from test_deployment import _config_file
 from feda2v_flwr.deploy.loopback import CONNECTION, LoopbackDeployment
 from feda2v_flwr.processes import marked_processes
 from feda2v_flwr.reporting import read_metrics
+from feda2v_flwr.reporting.metrics import reported_missing_partitions
 
 # drill: scripts/test.sh runs these beside the other tests (they mostly wait on Flower's timeouts).
 pytestmark = [pytest.mark.slow, pytest.mark.drill]
@@ -76,8 +77,9 @@ def test_a_node_that_hangs_is_counted_failed_at_the_round_timeout(tmp_path, cach
     raw = json.loads(config.read_text())
     raw["nodes"] = {"1": {"simulate_fault": "hang"}}
     config.write_text(json.dumps(raw))
+    server_log: list[str] = []
     with LoopbackDeployment(tmp_path / "hang", nodes=2, cache_dir=cache_dir) as deployment:
-        status, run_dir = deployment.run(config, run_name="hang", timeout=600)
+        status, run_dir = deployment.run(config, run_name="hang", timeout=600, log_lines=server_log)
     assert status == "finished:completed"
     metrics = _metrics(run_dir)
     rounds = [m for m in metrics if m["phase"] == "round"]
@@ -88,6 +90,8 @@ def test_a_node_that_hangs_is_counted_failed_at_the_round_timeout(tmp_path, cach
     (fit,) = [m for m in metrics if m["phase"] == "fit"]
     assert "Message Unavailable" in fit["failures"][0]  # its message expired at the timeout
     assert json.loads((run_dir / "summary.json").read_text())["missing_partitions"] == [1]
+    # what `feda2v-deploy run` reads from the streamed log, where it has no summary.json (exit 3)
+    assert reported_missing_partitions(server_log) == [1]
     assert not marked_processes(deployment.marker)
 
 

@@ -10,12 +10,15 @@
 ``superlink`` and ``supernode`` print the Flower command and replace themselves with it
 (``--dry-run`` only prints it), so the same flags can be typed by hand or put in a service
 file. ``run`` submits the app, streams the server's log and exits non-zero unless the run
-finished as completed (``flwr run --stream`` alone exits 0 on failure).
+finished as completed (``flwr run --stream`` alone exits 0 on failure): 1 for a failed run, 3 when
+the server's log names partitions that never contributed (``federation.allow_missing_nodes``
+accepts such runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import signal
@@ -38,7 +41,16 @@ from feda2v_flwr.deploy.commands import (
     write_connection,
 )
 from feda2v_flwr.deploy.loopback import LoopbackDeployment
-from feda2v_flwr.processes import exit_on_sigterm, flower_binary, flower_env, run_values, submit_run, wait_for_status
+from feda2v_flwr.processes import (
+    exit_on_sigterm,
+    flower_binary,
+    flower_env,
+    run_exit_code,
+    run_values,
+    submit_run,
+    wait_for_status,
+)
+from feda2v_flwr.reporting.metrics import reported_missing_partitions
 
 CONNECTION = "feda2v-deploy"
 
@@ -172,9 +184,13 @@ def _run(args: argparse.Namespace) -> int:
     else:
         where = f"outputs/{run_name} in the SuperLink's folder"
     print(f"Submitted run {run_id}; outputs on the server machine: {where}", flush=True)
-    status = wait_for_status(run_id, CONNECTION, env, timeout=args.timeout, show_log=not args.no_stream)
+    server_log: list[str] = []
+    status = wait_for_status(
+        run_id, CONNECTION, env, timeout=args.timeout, show_log=not args.no_stream, log_lines=server_log
+    )
     print(f"\nRun {run_id} status: {status} after {time.time() - start:.0f} s")
-    return 0 if status == "finished:completed" else 1
+    missing = reported_missing_partitions(server_log)
+    return run_exit_code(status, missing, allow_missing=experiment.federation.allow_missing_nodes, where=where)
 
 
 def _loopback(args: argparse.Namespace) -> int:
@@ -191,7 +207,9 @@ def _loopback(args: argparse.Namespace) -> int:
             args.config, overrides=overrides, run_name=run_name, output_dir=Path(args.output_dir), stream=True
         )
     print(f"\nRun status: {status} after {time.time() - start:.0f} s; outputs: {run_dir}")
-    return 0 if status == "finished:completed" else 1
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    missing = summary.get("missing_partitions") or []
+    return run_exit_code(status, missing, allow_missing=experiment.federation.allow_missing_nodes, where=str(run_dir))
 
 
 def build_parser() -> argparse.ArgumentParser:

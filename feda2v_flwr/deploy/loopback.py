@@ -208,9 +208,11 @@ class LoopbackDeployment:
         timeout: float = 1800.0,
         stream: bool = False,
         resume: str = "",
+        log_lines: list[str] | None = None,
     ) -> tuple[str, Path]:
         """Submit the FedA2V app and wait for the end (``stream``: print the server's log as it
-        goes; ``resume``: a run folder or checkpoint to go on from); returns (final status, run folder)."""
+        goes; ``resume``: a run folder or checkpoint to go on from; ``log_lines``: collects the
+        server's log); returns (final status, run folder)."""
         output_dir = (output_dir or self.workdir / "outputs").resolve()
         values = run_values(
             str(config), overrides=overrides, run_name=run_name, output_dir=str(output_dir), resume=resume
@@ -218,7 +220,7 @@ class LoopbackDeployment:
         run_id = submit_run(PROJECT_ROOT, CONNECTION, self.env(), values)
         if stream:
             print(f"Run {run_id}; SuperLink and SuperNode logs in {self.logs}", flush=True)
-        status = wait_for_status(run_id, CONNECTION, self.env(), timeout=timeout, show_log=stream)
+        status = wait_for_status(run_id, CONNECTION, self.env(), timeout=timeout, show_log=stream, log_lines=log_lines)
         return status, output_dir / run_name
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,25 @@ def round_summary_line(
             parts.append(f"{label} {value:.3f}")
     parts += [f"{seconds:.1f} s", f"up {upload_bytes / 1e6:.1f} MB/node"]
     return " | ".join(parts)
+
+
+MISSING_PARTITIONS = "Missing partitions"  # the server log's last word on nodes that never contributed
+
+
+def missing_partitions_line(missing: list[int]) -> str:
+    """The warning a run's last round logs when partitions never contributed. ``feda2v-deploy
+    run`` finds it in the streamed server log (``summary.json`` stays on the server machine)."""
+    return (
+        f"{MISSING_PARTITIONS} {missing}: they never contributed a valid update this run (see 'failures' and "
+        "'dropped' in metrics.jsonl), so the global model did not learn from their data"
+    )
+
+
+def reported_missing_partitions(log_lines: list[str]) -> list[int]:
+    """The partitions named by the last :func:`missing_partitions_line` in a server log ([] if none)."""
+    found: list[int] = []
+    for line in log_lines:
+        match = re.search(rf"{MISSING_PARTITIONS} \[([\d, ]*)\]", line)
+        if match:
+            found = [int(p) for p in match.group(1).split(",") if p.strip()]
+    return found
