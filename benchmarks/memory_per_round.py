@@ -49,7 +49,7 @@ from typing import Any
 
 import psutil
 
-from feda2v_flwr.config.loading import PROJECT_ROOT
+from feda2v_flwr.config.paths import PROJECT_ROOT
 from feda2v_flwr.launch import run_simulation
 
 KINDS = ("server", "clients", "superlink", "superexec", "ray_system", "wandb", "other")

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from feda2v_flwr.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from feda2v_flwr.config import ConfigError, load_config
-from feda2v_flwr.config.loading import PROJECT_ROOT
+from feda2v_flwr.config.loading import pinned_overrides
+from feda2v_flwr.config.paths import PROJECT_ROOT
 from feda2v_flwr.data.datasets import DatasetError
-from feda2v_flwr.data.durations import pinned_overrides
 from feda2v_flwr.deploy.commands import superlink_command, write_connection
 from feda2v_flwr.encoders import ModelLoadError
 from feda2v_flwr.preflight import preflight

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from feda2v_flwr.checkpoint import CheckpointError, atomic_torch_save
-from feda2v_flwr.config.loading import ConfigError, validate_config
+from feda2v_flwr.config.loading import validate_config
+from feda2v_flwr.config.paths import ConfigError
 from feda2v_flwr.config.schema import ExperimentConfig
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,8 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from feda2v_flwr.checkpoint import new_payload, save_checkpoint
-from feda2v_flwr.config.loading import config_hash, resolve_run_path
+from feda2v_flwr.config.loading import config_hash
+from feda2v_flwr.config.paths import resolve_run_path
 from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.images.drawing import decode_labels
 from feda2v_flwr.images.scoring import image_metrics

@@ -11,7 +11,7 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 
 from conftest import FakeClientProxy, tiny_config
 from feda2v_flwr.checkpoint import CheckpointError
-from feda2v_flwr.config.loading import ConfigError
+from feda2v_flwr.config.paths import ConfigError
 from feda2v_flwr.reporting import read_metrics
 from feda2v_flwr.server_app import build_strategy
 from feda2v_flwr.training.client_generators import load_client_generator

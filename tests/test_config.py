@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from feda2v_flwr.config import ConfigError, load_config, parse_overrides, validate_config
-from feda2v_flwr.config.loading import PROJECT_ROOT
+from feda2v_flwr.config.paths import PROJECT_ROOT
 
 
 def test_missing_keys_get_documented_defaults():

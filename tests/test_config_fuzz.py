@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from feda2v_flwr.config import ConfigError, ExperimentConfig, load_config, parse_overrides, validate_config
-from feda2v_flwr.config.loading import PROJECT_ROOT, apply_overrides
+from feda2v_flwr.config.loading import apply_overrides
+from feda2v_flwr.config.paths import PROJECT_ROOT
 
 SHIPPED = {path.name: json.loads(path.read_text()) for path in sorted((PROJECT_ROOT / "configs").glob("*.json"))}
 NODE_IDS = ("0", "1", "3", "10", "x", "")

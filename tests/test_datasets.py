@@ -14,6 +14,7 @@ import soundfile
 
 from conftest import FILE_RATE, FOLDER_CLASSES, tiny_config, write_clip
 from feda2v_flwr.config import ConfigError, load_config
+from feda2v_flwr.config.loading import pinned_overrides
 from feda2v_flwr.data import (
     VEGAS_CLASSES,
     DatasetError,
@@ -22,7 +23,6 @@ from feda2v_flwr.data import (
     partition_classes,
     read_audio,
 )
-from feda2v_flwr.data.durations import pinned_overrides
 from feda2v_flwr.training.task import ClientTask
 
 ESC50_CLASSES = {0: "dog", 1: "rooster", 2: "rain"}  # target order is not alphabetical

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import TINY, need_offline_asset, save_tiny_ast, save_tiny_text_encoders, simulate
-from feda2v_flwr.config.loading import PROJECT_ROOT
+from feda2v_flwr.config.paths import PROJECT_ROOT
 from feda2v_flwr.data.prepare import SONIC_PI_SAMPLES, SonicPiSettings, prepare_sonic_pi
 from feda2v_flwr.images.cli import main as images_main
 from feda2v_flwr.reporting import read_metrics

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from feda2v_flwr.config.loading import PROJECT_ROOT
+from feda2v_flwr.config.paths import PROJECT_ROOT
 from feda2v_flwr.processes import flower_binary, flower_env, free_port, marked_processes, stop_marked_processes
 from feda2v_flwr.reporting import read_metrics
 

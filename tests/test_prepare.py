@@ -11,7 +11,7 @@ import pytest
 import soundfile
 
 from conftest import need_offline_asset, tiny_config
-from feda2v_flwr.config.loading import ConfigError
+from feda2v_flwr.config.paths import ConfigError
 from feda2v_flwr.data.datasets import file_group
 from feda2v_flwr.data.download import main as data_main
 from feda2v_flwr.data.partition import load_partition

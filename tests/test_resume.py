@@ -18,7 +18,8 @@ import torch
 
 from conftest import TINY, simulate
 from feda2v_flwr.checkpoint import load_checkpoint
-from feda2v_flwr.config.loading import PROJECT_ROOT, ConfigError, validate_config
+from feda2v_flwr.config.loading import validate_config
+from feda2v_flwr.config.paths import PROJECT_ROOT, ConfigError
 from feda2v_flwr.reporting import read_metrics
 from feda2v_flwr.resume import check_resumable, trim_metrics
 

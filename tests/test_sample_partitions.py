@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from conftest import FOLDER_CLASSES, tiny_config, write_clip
-from feda2v_flwr.config.loading import ConfigError
+from feda2v_flwr.config.paths import ConfigError
 from feda2v_flwr.data.partition import SPLITS, load_partition, partition_classes
 
 

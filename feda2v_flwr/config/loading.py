@@ -12,9 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from feda2v_flwr.config.paths import ConfigError, resolve_project_path
 from feda2v_flwr.config.schema import ExperimentConfig
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 _MIGRATION_TARGET_SEQUENCE_LENGTH = """\
 'generator_target_sequence_length' was removed: it mixed two different things.
@@ -24,10 +23,6 @@ Replace it with the two keys that split them (seed 000, 'Migration Guide'):
 or, for full-length generation from a compact generator:
     "generator_training_sequence_length": 4,
     "generator_output_sequence_length": 1214"""
-
-
-class ConfigError(ValueError):
-    """A configuration problem a user can fix; the message says what to change."""
 
 
 def load_config(
@@ -49,7 +44,7 @@ def load_config(
         overrides = parse_overrides(overrides)
     config = validate_config(apply_overrides(raw, overrides or {}), source=str(file))
     if measure and config.data.clip_seconds == "auto":
-        from feda2v_flwr.data.durations import with_measured_clip_seconds  # noqa: PLC0415 (reads the dataset)
+        from feda2v_flwr.data.durations import with_measured_clip_seconds  # noqa: PLC0415 (reads the dataset: heavy)
 
         config = with_measured_clip_seconds(config)
     return config
@@ -96,19 +91,6 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
             node = child
         node[leaf] = value
     return merged
-
-
-def resolve_project_path(path: str | Path) -> Path:
-    """Absolute paths stay; relative ones resolve against the project (app) directory."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
-
-
-def resolve_run_path(path: str | Path) -> Path:
-    """Paths of run inputs and outputs (checkpoints, pretrained generators): absolute paths stay,
-    relative ones resolve against the working directory the run was launched from."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else (Path.cwd() / path).resolve()
 
 
 def config_hash(config: ExperimentConfig) -> str:
@@ -223,3 +205,11 @@ def _field_names_at(model: type[BaseModel], loc: list[str]) -> list[str]:
     if isinstance(current, type) and issubclass(current, BaseModel):
         return list(current.model_fields)
     return []
+
+
+def pinned_overrides(config_file: str, overrides: str, config: ExperimentConfig) -> str:
+    """``overrides`` plus ``data.clip_seconds=<measured>`` when the config says ``"auto"``: the
+    launchers measure once and every process of the run (server, nodes) uses that number."""
+    if load_config(config_file, overrides, measure=False).data.clip_seconds != "auto":
+        return overrides
+    return "; ".join(part for part in (overrides, f"data.clip_seconds={config.data.clip_seconds}") if part)

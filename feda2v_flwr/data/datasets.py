@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from feda2v_flwr.config.loading import ConfigError, resolve_run_path
+from feda2v_flwr.config.paths import ConfigError, resolve_run_path
 from feda2v_flwr.config.schema import DataSettings
 from feda2v_flwr.data.audio_files import AUDIO_EXTENSIONS, EMBEDDING_EXTENSION, embedding_header
 from feda2v_flwr.data.procedural import SOUND_CLASSES

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from feda2v_flwr.config.loading import ConfigError, load_config
+from feda2v_flwr.config.paths import ConfigError
 from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.data.audio_files import audio_problem
 from feda2v_flwr.data.datasets import DatasetError, index_dataset
@@ -72,11 +72,3 @@ def measure_clip_seconds(config: ExperimentConfig) -> tuple[float, int]:
         )
     value = float(np.percentile(durations, data.auto_clip_percentile))
     return max(SHORTEST_CLIP_SECONDS, math.ceil(value * 100 - 1e-6) / 100), len(durations)
-
-
-def pinned_overrides(config_file: str, overrides: str, config: ExperimentConfig) -> str:
-    """``overrides`` plus ``data.clip_seconds=<measured>`` when the config says ``"auto"``: the
-    launchers measure once and every process of the run (server, nodes) uses that number."""
-    if load_config(config_file, overrides, measure=False).data.clip_seconds != AUTO:
-        return overrides
-    return "; ".join(part for part in (overrides, f"data.clip_seconds={config.data.clip_seconds}") if part)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from feda2v_flwr.config.loading import ConfigError
+from feda2v_flwr.config.paths import ConfigError
 from feda2v_flwr.config.schema import DataSettings, ExperimentConfig
 from feda2v_flwr.data.audio_files import (
     audio_problem,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from feda2v_flwr.config.loading import ConfigError
+from feda2v_flwr.config.paths import ConfigError
 from feda2v_flwr.config.schema import DataSettings
 
 

@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 from feda2v_flwr.config import ConfigError, load_config
-from feda2v_flwr.config.loading import PROJECT_ROOT
-from feda2v_flwr.data.durations import pinned_overrides
+from feda2v_flwr.config.loading import pinned_overrides
+from feda2v_flwr.config.paths import PROJECT_ROOT
 from feda2v_flwr.deploy.certs import DEFAULT_NAMES, CertificateFiles, make_certificates
 from feda2v_flwr.deploy.commands import (
     DEFAULT_NODE_PORT,

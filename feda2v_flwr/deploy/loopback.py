@@ -16,7 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
-from feda2v_flwr.config.loading import PROJECT_ROOT
+from feda2v_flwr.config.paths import PROJECT_ROOT
 from feda2v_flwr.deploy.certs import CertificateFiles, make_certificates
 from feda2v_flwr.deploy.commands import superexec_command, write_connection
 from feda2v_flwr.processes import (

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from feda2v_flwr.checkpoint import CheckpointError, atomic_torch_save
-from feda2v_flwr.config.loading import ConfigError, resolve_run_path
+from feda2v_flwr.config.paths import ConfigError, resolve_run_path
 from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.data.partition import partition_classes
