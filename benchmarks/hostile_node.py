@@ -63,8 +63,8 @@ def one_run(setup: str, seed: int, output_dir: Path, cache_dir: Path) -> dict:
         "setup": setup,
         "seed": seed,
         "test_retrieval_top1": final["test_retrieval_top1"],
-        "finite": bool(all(np.isfinite(v).all() for v in run.strategy.state.values())),
-        "largest_abs_weight": float(max(np.abs(v).max() for v in run.strategy.state.values())),
+        "finite": bool(all(np.isfinite(v).all() for v in run.strategy.recipe.state.values())),
+        "largest_abs_weight": float(max(np.abs(v).max() for v in run.strategy.recipe.state.values())),
         "dropped": sum(len(m["dropped"]) for m in fits),
         "wall_s": wall,
     }
@@ -154,7 +154,7 @@ def main() -> None:
     overrides = f"federation.global_rounds=1; data.cache_dir={cache_dir}; wandb.enabled=false"
     run = run_in_process(load_config("configs/default.json", overrides), output_dir / "sizes")
     rng = np.random.default_rng(0)
-    adapters = run.strategy.state
+    adapters = run.strategy.recipe.state
     states = [{k: v + rng.normal(0, 0.01, v.shape).astype(v.dtype) for k, v in adapters.items()} for _ in range(5)]
     parameters = int(sum(v.size for v in adapters.values()))
     assert parameters == default_adapter_parameters()

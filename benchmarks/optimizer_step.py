@@ -39,10 +39,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as run_dir:
         strategy = build_strategy(config, Path(run_dir))
     tokens = build_audio_encoder(config).num_tokens
-    strategy.trainer.setup_generator(audio_length=tokens, classes=strategy.classes)
+    strategy.recipe.trainer.setup_generator(audio_length=tokens, classes=strategy.recipe.classes)
     models = {
-        "server generator": list(strategy.trainer.learner.model.parameters()),
-        "global adapters": list(strategy.trainer.adapters.parameters()),
+        "server generator": list(strategy.recipe.trainer.learner.model.parameters()),
+        "global adapters": list(strategy.recipe.trainer.adapters.parameters()),
     }
     print(f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}\n")
     print("| parameters | count | default loop (ms/step) | foreach (ms/step) | fused (ms/step) |")

@@ -49,7 +49,7 @@ def plain_loop(config_file: str, overrides: str, run_dir: Path) -> tuple[float, 
         replies = []
         for pid in range(clients):
             if pid not in tasks:  # a simulation actor loads its partition on its first call too
-                tasks[pid] = ClientTask(config, pid, clients, strategy.cache_dir)
+                tasks[pid] = ClientTask(config, pid, clients, strategy.recipe.cache_dir)
             outcome = tasks[pid].fit(
                 arrays,
                 server_round,

@@ -266,7 +266,7 @@ def run_cell(cell: Cell, config_file: str, base_overrides: str, output_dir: str)
         "curve": [[m["round"], m.get("test_retrieval_top1")] for m in metrics if m["phase"] == "evaluate"],
         "val_curve": [[m["round"], m.get("val_retrieval_top1")] for m in metrics if m["phase"] == "evaluate"],
         "client_epochs": config.federation.global_rounds * config.federation.local_epochs,
-        "own_split": run.strategy.summary.get("evaluation", {}),
+        "own_split": run.strategy.run_log.summary.get("evaluation", {}),
         "federation_test": federation_test_metrics(run),
         "validation": _last(metrics, "validation"),
         "memorisation": memorisation(run),
@@ -319,7 +319,7 @@ def closed_form_heads(run) -> dict[str, dict[str, float]] | None:
 
     from feda2v_flwr.evaluation.closed_form import same_information_scores
 
-    summaries = run.strategy.trainer.last_summaries
+    summaries = run.strategy.recipe.trainer.last_summaries
     if not summaries:
         return None
     tasks, embeddings, labels = _pooled_test_split(run)
@@ -335,7 +335,7 @@ def federation_test_metrics(run) -> dict[str, float]:
 
     tasks, embeddings, labels = _pooled_test_split(run)
     first = tasks[0]
-    global_arrays = [run.strategy.state[k] for k in run.strategy.adapter_keys]
+    global_arrays = [run.strategy.recipe.state[k] for k in run.strategy.adapter_keys]
     if run.strategy.config.feda2v.adapter_aggregation_mode == "none":
         results = []
         for client in run.clients.values():
@@ -358,9 +358,9 @@ def memorisation(run, samples_per_class: int = 32) -> dict[str, float] | None:
     import torch
 
     from feda2v_flwr.models.sequence import pool_tokens
-    from strategies.server_trainer import ClassSummary
+    from feda2v_flwr.server.class_summary import ClassSummary
 
-    trainer = run.strategy.trainer
+    trainer = run.strategy.recipe.trainer
     if not trainer.has_generator or not trainer.last_summaries:
         return None
     tasks = [run.task(pid) for pid in sorted(run.clients)]

@@ -99,10 +99,10 @@ def run_in_process(config: ExperimentConfig, run_dir: Path) -> InProcessRun:
     clients = {}
     for partition_id in range(num_clients):
         clients[partition_id] = _NodeClient(
-            ClientTask(config, partition_id, num_clients, strategy.cache_dir), num_partitions=num_clients
+            ClientTask(config, partition_id, num_clients, strategy.recipe.cache_dir), num_partitions=num_clients
         )
         manager.register(InProcessClientProxy(f"node-{partition_id}", clients[partition_id]))
     server = Server(client_manager=manager, strategy=strategy)
     server.set_max_workers(1)
-    history, seconds = server.fit(num_rounds=strategy.last_round, timeout=config.federation.round_timeout)
+    history, seconds = server.fit(num_rounds=strategy.recipe.last_round, timeout=config.federation.round_timeout)
     return InProcessRun(strategy=strategy, clients=clients, history=history, seconds=seconds)

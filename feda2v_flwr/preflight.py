@@ -9,13 +9,14 @@ from feda2v_flwr.config import ExperimentConfig
 from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.data.partition import SPLITS, PartitionData, load_partition, node_split_settings
 from feda2v_flwr.encoders import audio_embed_dim, target_slots
-from feda2v_flwr.server_app import (
+from feda2v_flwr.server.checks import (
     adapter_checkpoint_file,
     check_client_generators,
     checked_classes,
     generator_checkpoint_file,
     new_trainer,
 )
+from feda2v_flwr.server.trainer_state import load_generator
 from feda2v_flwr.training.adapters import build_model
 
 
@@ -75,5 +76,5 @@ def check_checkpoints(config: ExperimentConfig, classes: list[str]) -> None:
             saved_adapters(load_checkpoint(path), build_model(config, slots, in_dim).state_dict(), path)
         if f.generator_load_checkpoint:
             path = generator_checkpoint_file(f)
-            new_trainer(config, slots, in_dim).load_generator(load_checkpoint(path), source=str(path))
+            load_generator(new_trainer(config, slots, in_dim), load_checkpoint(path), source=str(path))
     check_client_generators(config, classes)

@@ -2,7 +2,7 @@
 the Byzantine-robust ``median`` and ``trimmed_mean`` (coordinate-wise, Yin et al., "Byzantine-robust
 distributed learning: towards optimal statistical rates", ICML 2018), which ignore example counts.
 
-``kd`` starts from ``avg`` and then distils in the server step (``strategies/distillation.py``),
+``kd`` starts from ``avg`` and then distils in the server step (``feda2v_flwr/server/distillation.py``),
 because it needs the server generator's samples.
 """
 
@@ -78,14 +78,3 @@ def aggregate_adapters(
     if mode == "none":
         return {k: v.copy() for k, v in current.items()}
     raise ValueError(f"Unknown adapter_aggregation_mode '{mode}'. Allowed: {AGGREGATION_MODES}")
-
-
-def state_problem(state: dict[str, np.ndarray], max_abs_value: float) -> str | None:
-    """Why global adapters cannot be kept (non-finite or exploding values), or None."""
-    for key, value in state.items():
-        if not np.isfinite(value).all():
-            return f"{key} holds NaN or Inf"
-        largest = float(np.abs(value).max()) if value.size else 0.0
-        if largest > max_abs_value:
-            return f"{key} holds values up to {largest:.3g}, beyond federation.max_abs_value {max_abs_value:g}"
-    return None

@@ -52,7 +52,7 @@ def test_closed_form_heads_from_the_uploads_equal_heads_from_the_training_clips(
     assert set(scores) == set(HEADS) and all(0 <= s["retrieval_top1"] <= 1 for s in scores.values())
     # the same head from the training clips themselves (what a centralised server would hold)
     tasks = [run.task(pid) for pid in sorted(run.clients)]
-    length = next(iter(run.strategy.trainer.last_summaries.values())).client_audio_means[0].shape[0]
+    length = next(iter(run.strategy.recipe.trainer.last_summaries.values())).client_audio_means[0].shape[0]
     train = [task.split("train") for task in tasks]
     rows = torch.cat([pool_tokens(e.float(), length).flatten(1) for e, _ in train])
     labels = torch.cat([y for _, y in train])

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from feda2v_flwr.payload import ExpectedUpdate, PayloadError, decode_update, encode_update
+from feda2v_flwr.server.recipe import state_problem
 from feda2v_flwr.training.statistics import ClassStats
-from strategies.aggregation import aggregate_adapters, coordinate_median, state_problem, trimmed_mean, weighted_average
+from strategies.aggregation import aggregate_adapters, coordinate_median, trimmed_mean, weighted_average
 
 STATES = [{"w": np.array([1.0, 2.0], dtype=np.float32)}, {"w": np.array([3.0, 6.0], dtype=np.float32)}]
 

@@ -10,9 +10,9 @@ from conftest import tiny_config
 from feda2v_flwr.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, new_payload, save_checkpoint
 from feda2v_flwr.checkpoint_cli import main as checkpoint_main
 from feda2v_flwr.inprocess import run_in_process
+from feda2v_flwr.server.generator_trainer import RoundReport
 from feda2v_flwr.server_app import build_strategy
 from feda2v_flwr.training.generator_learner import GeneratorMismatchError
-from strategies.server_trainer import RoundReport
 
 
 def _payload(round_: int) -> dict:
@@ -70,8 +70,8 @@ def write_server_checkpoint(run_dir: Path, cache_dir: Path, **feda2v) -> Path:
     written by the strategy itself; returns the ``.pt`` file."""
     config = tiny_config(feda2v=feda2v, data={"cache_dir": str(cache_dir)})
     strategy = build_strategy(config, run_dir)
-    strategy.trainer.setup_generator(audio_length=4, classes=strategy.classes)
-    path = strategy._maybe_checkpoint(1, RoundReport())
+    strategy.recipe.trainer.setup_generator(audio_length=4, classes=strategy.recipe.classes)
+    path = strategy.recipe.save_checkpoint(1, RoundReport())
     assert path is not None
     return path
 
@@ -108,7 +108,7 @@ def test_per_class_server_generators_are_saved_listed_and_loaded(tmp_path, cache
     assert "generator of 'siren'" in out and "VAEGenerator, 0 epochs" in out
     config = tiny_config(feda2v={"generator_conditioning": "none"}, data={"cache_dir": str(cache_dir)})
     resumed = build_strategy(config, tmp_path / "resumed", resume=path)
-    assert sorted(resumed.trainer.class_learners) == sorted(payload["generator_per_class"])
+    assert sorted(resumed.recipe.trainer.class_learners) == sorted(payload["generator_per_class"])
 
 
 def test_inspect_json_is_one_machine_readable_object(server_checkpoint, capsys):

@@ -65,8 +65,8 @@ def test_a_federation_fine_tunes_on_the_nodes_generator_samples(tmp_path, cache_
     from feda2v_flwr.reporting import read_metrics
 
     run = run_in_process(tiny_config(data={"cache_dir": str(cache_dir)}, feda2v=CLIENT_SOURCE), tmp_path / "run")
-    summaries = run.strategy.trainer.last_summaries
-    assert not run.strategy.trainer.has_generator  # no server generator: the rows are the nodes'
+    summaries = run.strategy.recipe.trainer.last_summaries
+    assert not run.strategy.recipe.trainer.has_generator  # no server generator: the rows are the nodes'
     for summary in summaries.values():
         assert summary.client_samples.shape == (3, *summary.client_audio_means[0].shape)
         assert summary.client_samples.isfinite().all() and summary.client_samples.std() > 0

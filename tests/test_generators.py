@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from conftest import tiny_config
-from feda2v_flwr.config.loading import ConfigError
+from feda2v_flwr.config.paths import ConfigError
 from feda2v_flwr.models import (
     AttentionUpsampler,
     ConditionedVAEGenerator,
@@ -20,9 +20,9 @@ from feda2v_flwr.models import (
     count_flat_vae_parameters,
     pool_tokens,
 )
+from feda2v_flwr.server.distillation import distill_adapters, teacher_targets
 from feda2v_flwr.training.client_generators import generator_plan
 from feda2v_flwr.training.generator_learner import GeneratorLearner
-from strategies.distillation import distill_adapters, teacher_targets
 
 CLIP = {"clip": [5]}
 CLIP_T5 = {"clip": [5], "t5": [3, 5]}

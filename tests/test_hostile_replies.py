@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from conftest import FakeClientProxy, tiny_config
 from feda2v_flwr.checkpoint import load_checkpoint
 from feda2v_flwr.reporting import read_metrics
+from feda2v_flwr.server import trainer_state
 from feda2v_flwr.server_app import build_strategy
 from feda2v_flwr.training.task import ClientTask
 
@@ -151,21 +152,23 @@ def test_a_server_step_that_explodes_is_rolled_back_to_the_aggregated_adapters(t
     strategy = _strategy(tmp_path, cache_dir)
     strategy.aggregate_fit(1, _pairs(fits), [])  # a good round: the generator exists and has trained
     aggregated, _ = _strategy(tmp_path, cache_dir, name="plain", **PLAIN).aggregate_fit(2, _pairs(fits), [])
-    before = strategy.trainer.snapshot()
+    before = trainer_state.snapshot(strategy.recipe.trainer)
 
     def finetune_gone_wrong(summaries, report, teachers=None):
         with torch.no_grad():
-            for parameter in strategy.trainer.adapters.parameters():
+            for parameter in strategy.recipe.trainer.adapters.parameters():
                 parameter.fill_(float("nan"))
 
-    strategy.trainer.finetune = finetune_gone_wrong
+    strategy.recipe.trainer.finetune = finetune_gone_wrong
     params, _ = strategy.aggregate_fit(2, _pairs(fits), [])
     for got, expected in zip(parameters_to_ndarrays(params), parameters_to_ndarrays(aggregated), strict=True):
         np.testing.assert_array_equal(got, expected)
     (line,) = [m for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if m["phase"] == "rejected"]
     assert line["round"] == 2 and line["rejected"][0]["stage"] == "server_step"
     assert "holds NaN or Inf" in line["rejected"][0]["reason"]
-    after = strategy.trainer.state_dict()  # the generator as it was before round 2, not trained further
+    after = trainer_state.trainer_state(
+        strategy.recipe.trainer
+    )  # the generator as it was before round 2, not trained further
     assert after["generator_epochs"] == before["generator_epochs"] > 0
     for key, value in before["generator_state"].items():
         torch.testing.assert_close(after["generator_state"][key], value, rtol=0, atol=0)
@@ -268,9 +271,9 @@ def test_under_float16_transfer_replies_must_be_float16_and_the_state_fits_float
 
     def finetune_to_1e5(summaries, report, teachers=None):  # finite, below max_abs_value, but inf in float16
         with torch.no_grad():
-            next(strategy.trainer.adapters.parameters()).fill_(1e5)
+            next(strategy.recipe.trainer.adapters.parameters()).fill_(1e5)
 
-    strategy.trainer.finetune = finetune_to_1e5
+    strategy.recipe.trainer.finetune = finetune_to_1e5
     params, metrics = strategy.aggregate_fit(2, halves, [])
     assert metrics["num_updates"] == 2
     rejected = [m for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if m["phase"] == "rejected"]

@@ -10,9 +10,10 @@ import torch
 from conftest import tiny_config
 from feda2v_flwr.encoders import PROFILE_SLOTS
 from feda2v_flwr.payload import ExpectedUpdate, PayloadError, decode_update, encode_update
+from feda2v_flwr.server.class_summary import ClassSummary, draw_from_mixture, draw_from_statistics
+from feda2v_flwr.server.generator_trainer import ServerGeneratorTrainer
 from feda2v_flwr.training.adapters import build_model
 from feda2v_flwr.training.statistics import ClassStats, class_statistics, fit_mixture
-from strategies.server_trainer import ClassSummary, ServerGeneratorTrainer
 
 CENTRES = (-3.0, 3.0)
 
@@ -106,13 +107,13 @@ def test_the_gaussian_server_generator_samples_the_mixture_by_its_weights():
     adapters = build_model(config, PROFILE_SLOTS["minilm"], 3)
     trainer = ServerGeneratorTrainer(config=config, adapters=adapters, input_dim=3, slot_shapes={"clip": (384,)})
     summary = ClassSummary.merge([_stats_with_mixture((0.25, 0.75))])
-    draws = trainer._draw_from_mixture(summary, 4000, length=2).mean(dim=(1, 2))
+    draws = draw_from_mixture(summary, 4000, 2, interpolation="linear", rng=trainer.rng).mean(dim=(1, 2))
     high = float((draws > 0).float().mean())
     # Which cluster is component 0 depends on the fit: the share above 0 is one of the two weights.
     assert min(abs(high - 0.25), abs(high - 0.75)) < 0.03
     assert float(draws.abs().min()) > 1.0  # two clusters around -3 and +3, nothing between
     # The generator's training draws follow the mixture too (not one Gaussian over both clusters).
-    training = trainer._draw_from_statistics(summary, 2000).mean(dim=(1, 2))
+    training = draw_from_statistics(summary, 2000, trainer.rng).mean(dim=(1, 2))
     assert float(training.abs().min()) > 1.0 and 0.2 < float((training > 0).float().mean()) < 0.8
 
 
@@ -133,7 +134,7 @@ def test_a_federation_with_mixture_uploads_trains_on_them(tmp_path, cache_dir, g
         },
     )
     run = run_in_process(config, tmp_path / "run")
-    summaries = run.strategy.trainer.last_summaries
+    summaries = run.strategy.recipe.trainer.last_summaries
     assert set(summaries) == {"siren", "rain", "dog", "engine"}
     for summary in summaries.values():
         assert summary.mixture_weights.shape == (1, 3)  # one node per class (disjoint classes), K = 3

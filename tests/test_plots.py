@@ -10,6 +10,7 @@ from PIL import Image
 from conftest import FakeClientProxy, tiny_config
 from feda2v_flwr.reporting import plots
 from feda2v_flwr.reporting.plots import EMBEDDINGS_FILE, pca_2d, write_run_plots
+from feda2v_flwr.server.run_log import embedding_snapshot
 from feda2v_flwr.server_app import build_strategy
 from feda2v_flwr.training.task import ClientTask
 
@@ -51,7 +52,7 @@ def test_the_last_round_writes_every_plot_and_the_embeddings(tmp_path, cache_dir
             assert image.size[0] > 400 and image.size[1] > 300
     with np.load(plots / EMBEDDINGS_FILE) as saved:
         classes = list(saved["classes"])
-        assert sorted(classes) == sorted(strategy.classes)
+        assert sorted(classes) == sorted(strategy.recipe.classes)
         assert saved["real"].shape == (4, 48)  # one class mean per (node, class): 2 nodes x 2 classes
         assert saved["synthetic"].shape == (4 * 20, 48)
         assert sorted(set(saved["synthetic_labels"])) == [0, 1, 2, 3]
@@ -61,9 +62,9 @@ def test_the_last_round_writes_every_plot_and_the_embeddings(tmp_path, cache_dir
 
 def test_the_snapshot_does_not_move_the_generators_random_stream(tmp_path, cache_dir):
     strategy = _last_round(tmp_path, cache_dir)
-    before = strategy.trainer.rng.get_state().clone()
-    assert strategy.trainer.embedding_snapshot(num_samples=3) is not None
-    assert torch.equal(strategy.trainer.rng.get_state(), before)
+    before = strategy.recipe.trainer.rng.get_state().clone()
+    assert embedding_snapshot(strategy.recipe.trainer, num_samples=3) is not None
+    assert torch.equal(strategy.recipe.trainer.rng.get_state(), before)
 
 
 def test_without_a_server_generator_there_is_no_embedding_plot(tmp_path, cache_dir):

@@ -193,7 +193,11 @@ def test_only_a_missing_final_evaluation_is_resumed_alone(uninterrupted, tmp_pat
     stopped = _without_final_evaluation(uninterrupted, tmp_path / "stopped")
     config = validate_config(json.loads(_final(uninterrupted)["config"]))
     strategy = build_strategy(config, stopped, resume=str(stopped))
-    assert (strategy.evaluation_only, strategy.round_offset, strategy.last_round) == (True, ROUNDS - 1, ROUNDS)
+    assert (strategy.recipe.evaluation_only, strategy.recipe.start_round, strategy.recipe.last_round) == (
+        True,
+        ROUNDS - 1,
+        ROUNDS,
+    )
     assert strategy.configure_fit(1, strategy.initial_parameters, manager_with(2)) == []
     assert read_metrics(stopped / "metrics.jsonl")[-1]["phase"] != "evaluate"  # the cut-short line is gone
     # a run that never evaluates has nothing left after its last checkpoint
@@ -226,11 +230,11 @@ def test_resuming_trims_unfinished_rounds_and_carries_node_state_to_a_new_folder
     with pytest.raises(ConfigError, match="stop-after-round 1 is not after the resumed round 1"):
         build_strategy(config, run, resume=str(run), stop_after_round=1)
     strategy = build_strategy(config, run, resume=str(run))
-    assert (strategy.round_offset, strategy.last_round) == (1, 2)
+    assert (strategy.recipe.start_round, strategy.recipe.last_round) == (1, 2)
     assert [(m["round"], m["phase"]) for m in read_metrics(run / "metrics.jsonl")] == [(1, "fit"), (1, "round")]
 
     other = build_strategy(config, tmp_path / "other", resume=str(checkpoint))
-    assert other.round_offset == 1
+    assert other.recipe.start_round == 1
     restored = load_client_state(tmp_path / "other" / "client_state", 0, before_round=2)
     assert restored == {"optimizer": b"\x00\x01"}
 

@@ -6,10 +6,12 @@ import torch
 
 from conftest import tiny_config
 from feda2v_flwr.encoders import PROFILE_SLOTS
+from feda2v_flwr.server.class_summary import ClassSummary
+from feda2v_flwr.server.generator_trainer import RoundReport, ServerGeneratorTrainer
+from feda2v_flwr.server.trainer_state import load_finetune_state, load_generator, trainer_state
 from feda2v_flwr.training.adapters import build_model
 from feda2v_flwr.training.generator_learner import GeneratorMismatchError
 from feda2v_flwr.training.statistics import ClassStats
-from strategies.server_trainer import ClassSummary, RoundReport, ServerGeneratorTrainer
 
 
 def _fixed_stats(seed: int = 0) -> dict[str, list[ClassStats]]:
@@ -102,10 +104,10 @@ def test_fine_tuning_steps_are_epochs_over_the_rows_or_the_number_asked_for():
 def test_state_round_trip_restores_generator_and_optimizers():
     trainer, state = _trainer()
     trainer.run_round(1, state, _fixed_stats())
-    saved = trainer.state_dict()
+    saved = trainer_state(trainer)
     other, _ = _trainer()
-    other.load_generator(saved)
-    other.load_finetune_state(saved)
+    load_generator(other, saved)
+    load_finetune_state(other, saved)
     a, b = trainer.learner, other.learner
     for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
         assert torch.equal(x, y)
@@ -140,14 +142,14 @@ def test_loading_a_generator_of_another_type_fails_clearly():
     with pytest.raises(
         ValueError, match="holds a 'vae' generator but this run is configured with generator_type 'gan'"
     ):
-        gan.load_generator(trainer.state_dict(), source="run-a.pt")
+        load_generator(gan, trainer_state(trainer), source="run-a.pt")
     learned, _ = _trainer(generator_interpolation="learned")
     with pytest.raises(ValueError, match="has no learned upsampler but generator_interpolation is 'learned'"):
-        learned.load_generator(trainer.state_dict(), source="run-a.pt")
+        load_generator(learned, trainer_state(trainer), source="run-a.pt")
     plain, _ = _trainer(use_generator=False)
     plain.run_round(1, state, _fixed_stats())
     with pytest.raises(ValueError, match="holds no trained generator"):
-        trainer.load_generator(plain.state_dict(), source="plain.pt")
+        load_generator(trainer, trainer_state(plain), source="plain.pt")
 
 
 def test_a_loaded_generator_continues_its_schedules_instead_of_warming_up_again():
@@ -155,7 +157,7 @@ def test_a_loaded_generator_continues_its_schedules_instead_of_warming_up_again(
     for round_ in (1, 2, 3):
         trainer.run_round(round_, state, _fixed_stats())
     other, _ = _trainer(rounds=2)  # a new, shorter run
-    other.load_generator(trainer.state_dict())
+    load_generator(other, trainer_state(trainer))
     assert other.learner.epochs_done == 3 and other.learner.loss.beta(3) == other.f.generator_beta_max
     assert other.learner.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * other.f.generator_learning_rate)
 
@@ -193,7 +195,7 @@ def test_gaussian_baseline_samples_each_class_from_its_clients_statistics():
         mine = samples[owner == client]
         np.testing.assert_allclose(mine.mean(0).numpy(), stats["dog"][client].audio_mean, atol=0.03)
         assert abs(float(mine.std(0).mean()) - 0.1) < 0.01
-    assert trainer.state_dict()["generator_class"] is None  # nothing to save
+    assert trainer_state(trainer)["generator_class"] is None  # nothing to save
     longer, _ = _trainer(generator_type="gaussian", generator_output_sequence_length=19)
     one_client = ClassSummary.merge(stats["dog"][:1])
     resized = longer.synthetic_samples("dog", one_client, 4000)
@@ -207,18 +209,18 @@ def test_unconditioned_server_generators_are_one_per_class_and_round_trip():
     trainer.run_round(1, state, _fixed_stats())
     assert trainer.learner is None and sorted(trainer.class_learners) == ["dog", "rain", "siren"]
     assert all(not learner.model.conditioned for learner in trainer.class_learners.values())
-    saved = trainer.state_dict()
+    saved = trainer_state(trainer)
     other, _ = _trainer(generator_conditioning="none")
-    other.load_generator(saved)
+    load_generator(other, saved)
     for name, learner in trainer.class_learners.items():
         restored = other.class_learners[name].model.state_dict().values()
         for x, y in zip(learner.model.state_dict().values(), restored, strict=True):
             assert torch.equal(x, y)
     conditioned, _ = _trainer()
     with pytest.raises(ValueError, match="one unconditioned generator per class"):
-        conditioned.load_generator(saved)
+        load_generator(conditioned, saved)
     with pytest.raises(ValueError, match="one conditioned generator"):
-        other.load_generator(conditioned.state_dict() | {"generator_class": "x"})
+        load_generator(other, trainer_state(conditioned) | {"generator_class": "x"})
 
 
 def test_fine_tuning_rows_are_at_the_output_length_real_means_resized():
@@ -250,12 +252,12 @@ def test_gaussian_generator_type_is_refused_where_it_cannot_work():
 def test_a_saved_generator_of_another_architecture_is_refused_naming_the_keys(other, words):
     trainer, state = _trainer()
     trainer.run_round(1, state, _fixed_stats())
-    saved = trainer.state_dict()
+    saved = trainer_state(trainer)
     mismatched, _ = _trainer(**other)
     with pytest.raises(GeneratorMismatchError, match=re.escape(words)):
-        mismatched.load_generator(saved, source="server_generator_round_1.pt")
+        load_generator(mismatched, saved, source="server_generator_round_1.pt")
     same, _ = _trainer()
-    same.load_generator(saved, source="server_generator_round_1.pt")
+    load_generator(same, saved, source="server_generator_round_1.pt")
     assert same.learner.epochs_done == trainer.learner.epochs_done
 
 

@@ -13,14 +13,14 @@ from flwr.server.client_manager import SimpleClientManager
 
 from conftest import FakeClientProxy, tiny_config
 from feda2v_flwr.checkpoint import REQUIRED_KEYS, load_checkpoint
-from feda2v_flwr.config.loading import ConfigError
+from feda2v_flwr.config.paths import ConfigError
 from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.reporting import read_metrics
 from feda2v_flwr.reporting.metrics import reported_missing_partitions
 from feda2v_flwr.resume import load_client_state
+from feda2v_flwr.server.run_log import weighted_split_metrics
 from feda2v_flwr.server_app import build_strategy
 from feda2v_flwr.training.task import ClientTask
-from strategies.feda2v import weighted_split_metrics
 
 
 def _strategy(tmp_path, cache_dir, name="run", **feda2v):
@@ -244,16 +244,16 @@ def test_initial_adapters_depend_only_on_the_seed(tmp_path, cache_dir):
 def test_a_server_without_the_data_takes_the_named_classes(tmp_path, cache_dir):
     data = {"dataset": "audiofolder", "root": str(tmp_path / "only-on-the-nodes"), "cache_dir": str(cache_dir)}
     config = tiny_config(feda2v=PLAIN, data={**data, "classes": ["dog", "rain"]})
-    assert build_strategy(config, tmp_path / "run").classes == ["dog", "rain"]
+    assert build_strategy(config, tmp_path / "run").recipe.classes == ["dog", "rain"]
     with pytest.raises(DatasetError, match="only-on-the-nodes is not a directory"):
         build_strategy(tiny_config(feda2v=PLAIN, data={**data, "classes": None}), tmp_path / "unnamed")
     # a deployment's server with no data.root at all, nodes holding their own shares
     local = {"dataset": "audiofolder", "partitioning": "local", "cache_dir": str(cache_dir)}
     config = tiny_config(feda2v=PLAIN, data={**local, "classes": ["rain", "dog", "siren"]})
-    assert build_strategy(config, tmp_path / "local").classes == ["rain", "dog", "siren"]
+    assert build_strategy(config, tmp_path / "local").recipe.classes == ["rain", "dog", "siren"]
     by_class = tiny_config(feda2v=PLAIN, data={"dataset": "audiofolder", "classes": ["dog", "rain"], **data})
     by_class = by_class.model_copy(update={"data": by_class.data.model_copy(update={"root": None})})
-    assert build_strategy(by_class, tmp_path / "no-root").classes == ["dog", "rain"]
+    assert build_strategy(by_class, tmp_path / "no-root").recipe.classes == ["dog", "rain"]
 
 
 def test_an_unknown_selected_class_fails_on_the_server_before_training(tmp_path, cache_dir):
@@ -265,7 +265,7 @@ def test_an_unknown_selected_class_fails_on_the_server_before_training(tmp_path,
 def test_each_round_logs_one_summary_line(tmp_path, cache_dir, caplog):
     config = tiny_config(federation={"eval_gap": 0}, data={"cache_dir": str(cache_dir)})
     strategy = build_strategy(config, tmp_path / "summary")  # no evaluation: the line comes with aggregate_fit
-    with caplog.at_level("INFO", logger="strategies.feda2v"):
+    with caplog.at_level("INFO", logger="feda2v_flwr.server.run_log"):
         strategy.aggregate_fit(1, _replies(strategy, cache_dir), [RuntimeError("node 3 crashed")])
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Round 1/")]
     fields = line.split(" | ")
@@ -280,7 +280,7 @@ def test_each_round_logs_one_summary_line(tmp_path, cache_dir, caplog):
 
 def test_the_summary_line_waits_for_the_rounds_evaluation(tmp_path, cache_dir, caplog):
     strategy = _strategy(tmp_path, cache_dir, name="summary-eval")
-    with caplog.at_level("INFO", logger="strategies.feda2v"):
+    with caplog.at_level("INFO", logger="feda2v_flwr.server.run_log"):
         strategy.aggregate_fit(1, _replies(strategy, cache_dir), [])
         assert not [r for r in caplog.records if r.getMessage().startswith("Round 1/")]
         metrics = {"partition_id": 0, "val_examples": 0, "test_examples": 4, "test_retrieval_top1": 0.75}
@@ -321,7 +321,7 @@ def test_partitions_that_never_contribute_are_named_in_the_summary(tmp_path, cac
     strategy.aggregate_fit(1, [second], [RuntimeError("node 0 crashed")])
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["missing_partitions"] == [0]
-    with caplog.at_level("WARNING", logger="strategies.feda2v"):
+    with caplog.at_level("WARNING", logger="feda2v_flwr.server.run_log"):
         strategy.aggregate_fit(2, [second], [RuntimeError("node 0 crashed")])
     assert reported_missing_partitions([r.getMessage() for r in caplog.records]) == [0]
     other = _strategy(tmp_path, cache_dir, name="both", **PLAIN)

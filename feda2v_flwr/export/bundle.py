@@ -24,7 +24,7 @@ from feda2v_flwr.encoders import SlotSpec, audio_embed_dim, build_audio_encoder,
 from feda2v_flwr.export.model_card import MINILM_MODEL, model_card
 from feda2v_flwr.models.adapter import build_adapters
 from feda2v_flwr.reporting import read_metrics
-from feda2v_flwr.server_app import server_classes
+from feda2v_flwr.server.checks import server_classes
 from feda2v_flwr.training.adapters import adapter_arguments, build_model
 
 FORMAT = "feda2v-adapters"

@@ -1,7 +1,8 @@
-"""Server-side science, free of Flower: generator training, validation, adapter fine-tuning.
+"""The server's science, free of Flower and of checkpoints: generator training, validation,
+distillation (``kd``) and the global adapters' fine-tuning on real + synthetic rows.
 
-``ServerGeneratorTrainer`` follows a recipe shape (setup / train / validate / finetune /
-state_dict): the strategy calls ``run_round`` and stays thin.
+``ServerGeneratorTrainer.run_round`` is one server step; :class:`feda2v_flwr.server.recipe.ServerRecipe`
+calls it, checks what it produced and keeps (or rolls back) its state.
 """
 
 from __future__ import annotations
@@ -19,78 +20,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from feda2v_flwr.config.schema import ExperimentConfig
-from feda2v_flwr.models.generators import Condition
 from feda2v_flwr.models.losses import adapter_loss
 from feda2v_flwr.models.sequence import pool_tokens, resize_tokens
-from feda2v_flwr.training.generator_learner import (
-    GeneratorFactory,
-    GeneratorLearner,
-    GeneratorMismatchError,
-    condition_slots_for,
+from feda2v_flwr.server.class_summary import (
+    ClassSummary,
+    client_samples,
+    draw_from_mixture,
+    draw_from_statistics,
+    resize_mode,
 )
-from feda2v_flwr.training.optim import adamw, load_optimizer_state
+from feda2v_flwr.server.distillation import distill_adapters, teacher_targets
+from feda2v_flwr.training.generator_learner import GeneratorFactory, GeneratorLearner, condition_slots_for
+from feda2v_flwr.training.optim import adamw
 from feda2v_flwr.training.statistics import ClassStats
-from strategies.distillation import distill_adapters, teacher_targets
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ClassSummary:
-    """Count-weighted merge of one class's statistics over the clients that hold it."""
-
-    count: int
-    slot_means: dict[str, torch.Tensor]
-    client_counts: list[int]
-    client_audio_means: list[torch.Tensor]
-    client_audio_stds: list[torch.Tensor]
-    val_audio_mean: torch.Tensor | None
-    # With feda2v.statistics_components K > 1: every client's mixture, stacked: weights (C, K),
-    # means and stds (C, K, L, D). None: each client's class is one Gaussian N(mean, std^2).
-    mixture_weights: torch.Tensor | None = None
-    mixture_means: torch.Tensor | None = None
-    mixture_stds: torch.Tensor | None = None
-    # With synthetic_source "clients": the nodes' generator samples of the class, (sum N, L, D).
-    client_samples: torch.Tensor | None = None
-
-    @classmethod
-    def merge(cls, entries: list[ClassStats]) -> ClassSummary:
-        counts = [e.count for e in entries]
-        slot_means = {
-            slot: _weighted_mean([e.slot_means[slot] for e in entries], counts) for slot in entries[0].slot_means
-        }
-        val = [e for e in entries if e.val_audio_mean is not None and e.val_count > 0]
-        val_mean = _weighted_mean([e.val_audio_mean for e in val], [e.val_count for e in val]) if val else None
-        mixtures = [e.mixture for e in entries]
-        if all(m is not None for m in mixtures):
-            stacked = {
-                "mixture_weights": torch.from_numpy(np.stack([m.weights for m in mixtures])).double(),
-                "mixture_means": torch.from_numpy(np.stack([m.means for m in mixtures])),
-                "mixture_stds": torch.from_numpy(np.stack([m.stds for m in mixtures])),
-            }
-        else:
-            stacked = {}
-        samples = [torch.from_numpy(e.samples) for e in entries if e.samples is not None]
-        if samples:
-            stacked["client_samples"] = torch.cat(samples)
-        return cls(
-            count=int(sum(counts)),
-            slot_means=slot_means,
-            client_counts=counts,
-            client_audio_means=[torch.from_numpy(e.audio_mean) for e in entries],
-            client_audio_stds=[torch.from_numpy(e.audio_std) for e in entries],
-            val_audio_mean=val_mean,
-            **stacked,
-        )
-
-    def condition(self, batch: int, device: str | torch.device) -> Condition:
-        """This class's mean adapter outputs, one copy per sample: {slot: (batch, *shape)}."""
-        return {slot: m.expand(batch, *m.shape).to(device) for slot, m in self.slot_means.items()}
-
-
-def _weighted_mean(arrays: list[np.ndarray], weights: list[int]) -> torch.Tensor:
-    w = np.asarray(weights, dtype=np.float64) / float(sum(weights))
-    return torch.from_numpy(sum(wi * a.astype(np.float64) for wi, a in zip(w, arrays, strict=True))).float()
 
 
 @dataclass
@@ -248,7 +192,8 @@ class ServerGeneratorTrainer:
         for epoch in range(f.generator_training_epochs):
             per_class = {}
             for name, summary in summaries.items():
-                clean = self._draw_from_statistics(summary, f.generator_draws_per_statistic)  # (B, L, D)
+                draws = draw_from_statistics(summary, f.generator_draws_per_statistic, self.rng)  # (B, L, D)
+                clean = draws.to(self.device)
                 condition = None if self.per_class else summary.condition(len(clean), self.device)
                 losses = learners[name].step(clean, condition, noise_std=noise, rng=self.rng)
                 if losses is None:
@@ -282,7 +227,9 @@ class ServerGeneratorTrainer:
         """Samples of one class at the output length, resized to ``length`` tokens when given."""
         out_len = self.output_length(summary)
         if self.gaussian:
-            synthetic = self._draw_from_mixture(summary, num_samples, out_len)
+            synthetic = draw_from_mixture(
+                summary, num_samples, out_len, interpolation=self.f.generator_interpolation, rng=self.rng
+            ).to(self.device)
         else:
             synthetic = self._learner(name).sample(
                 num_samples,
@@ -298,47 +245,6 @@ class ServerGeneratorTrainer:
     ) -> torch.Tensor:
         """Public entry for experiments (e.g. the memorisation check): samples as the fine-tuning sees them."""
         return self._synthetic(name, summary, num_samples, length)
-
-    @torch.no_grad()
-    def embedding_snapshot(self, num_samples: int = 20) -> dict[str, np.ndarray] | None:
-        """The last round's classes as token-averaged audio embeddings, for plots: each client's
-        real class mean (the server never sees single clips) and ``num_samples`` synthetic
-        samples per class. None without a server generator. Leaves the sampling RNG as it was."""
-        if not self.has_generator or not self.last_summaries:
-            return None
-        rng_state = self.rng.get_state()
-        real, real_labels, synthetic, synthetic_labels = [], [], [], []
-        try:
-            for index, (name, summary) in enumerate(self.last_summaries.items()):
-                real += [mean.float().mean(dim=0) for mean in summary.client_audio_means]  # (L, D) -> (D,)
-                real_labels += [index] * len(summary.client_audio_means)
-                synthetic.append(self._synthetic(name, summary, num_samples).float().mean(dim=1).cpu())  # (n, D)
-                synthetic_labels += [index] * num_samples
-        finally:
-            self.rng.set_state(rng_state)
-        return {
-            "classes": np.array(list(self.last_summaries)),
-            "real": torch.stack(real).numpy(),
-            "real_labels": np.array(real_labels),
-            "synthetic": torch.cat(synthetic).numpy(),
-            "synthetic_labels": np.array(synthetic_labels),
-        }
-
-    def _draw_from_mixture(self, summary: ClassSummary, num_samples: int, length: int) -> torch.Tensor:
-        """``num_samples`` draws of the Gaussian baseline at ``length`` tokens: a client picked with
-        probability proportional to its clip count, then N(its mean, its std^2) per token and
-        feature (mean and std resized to ``length`` first, so resizing does not shrink the noise)."""
-        mode = _interpolation(self.f.generator_interpolation)
-        weights = torch.tensor(summary.client_counts, dtype=torch.float64)
-        picks = torch.multinomial(weights, num_samples, replacement=True, generator=self.rng)
-        if summary.mixture_weights is None:
-            means = resize_tokens(torch.stack(summary.client_audio_means), length, mode)[picks]
-            stds = resize_tokens(torch.stack(summary.client_audio_stds), length, mode).clamp_min(0)[picks]
-        else:  # then a component of the picked client's mixture, by its weights
-            components = torch.multinomial(summary.mixture_weights[picks], 1, generator=self.rng).squeeze(1)
-            means = resize_tokens(summary.mixture_means[picks, components], length, mode)
-            stds = resize_tokens(summary.mixture_stds[picks, components], length, mode).clamp_min(0)
-        return (means + stds * torch.randn(means.shape, generator=self.rng)).to(self.device)
 
     def distill(
         self,
@@ -453,7 +359,13 @@ class ServerGeneratorTrainer:
             for name, summary in summaries.items():
                 length = self.output_length(summary)
                 if self.f.synthetic_source == "clients":
-                    synthetic[name] = self._client_samples(summary, self.f.synthetic_samples_per_class, length)
+                    synthetic[name] = client_samples(
+                        summary,
+                        self.f.synthetic_samples_per_class,
+                        length,
+                        interpolation=self.f.generator_interpolation,
+                        rng=self.rng,
+                    )
                 else:
                     synthetic[name] = self._synthetic(name, summary, self.f.synthetic_samples_per_class, length).cpu()
                 report.synthetic_samples += len(synthetic[name])
@@ -463,7 +375,7 @@ class ServerGeneratorTrainer:
             labelled = {n: s for n, s in synthetic.items() if n in owned and len(s)}
             per_sample = self._teacher_outputs(teachers, labelled)
         rows, targets = [], {slot: [] for slot in self.adapters}
-        mode = _interpolation(self.f.generator_interpolation)
+        mode = resize_mode(self.f.generator_interpolation)
         for name, summary in summaries.items():  # per class: its clients' means, then its samples
             class_rows = resize_tokens(torch.stack(summary.client_audio_means), self.output_length(summary), mode)
             rows += list(class_rows)
@@ -476,116 +388,7 @@ class ServerGeneratorTrainer:
                     targets[slot] += list(own[slot].cpu()) if own else [summary.slot_means[slot]] * len(samples)
         return torch.stack(rows).to(self.device), {s: torch.stack(t).to(self.device) for s, t in targets.items()}
 
-    def _client_samples(self, summary: ClassSummary, num_samples: int, length: int) -> torch.Tensor:
-        """``num_samples`` of the nodes' generator samples of a class (a seeded choice when they
-        sent more, fewer when they sent fewer), resized to ``length`` tokens."""
-        samples = summary.client_samples
-        if samples is None:
-            shape = summary.client_audio_means[0].shape
-            return torch.zeros((0, length, shape[1]))
-        if len(samples) > num_samples:
-            samples = samples[torch.randperm(len(samples), generator=self.rng)[:num_samples]]
-        return resize_tokens(samples, length, _interpolation(self.f.generator_interpolation))
-
-    def _draw_from_statistics(self, summary: ClassSummary, draws: int) -> torch.Tensor:
-        """``draws`` samples of every client's class distribution: N(mean, std^2), or its mixture."""
-        parts = []
-        for client, (mean, std) in enumerate(zip(summary.client_audio_means, summary.client_audio_stds, strict=True)):
-            if summary.mixture_weights is not None:
-                weights = summary.mixture_weights[client]
-                picks = torch.multinomial(weights, draws, replacement=True, generator=self.rng)
-                mean, std = summary.mixture_means[client, picks], summary.mixture_stds[client, picks]
-            eps = torch.randn((draws, *summary.client_audio_means[client].shape), generator=self.rng)
-            parts.append(mean + std * eps)
-        return torch.cat(parts).to(self.device)
-
-    # ---- state -----------------------------------------------------------------------------
-    def snapshot(self) -> dict:
-        """A copy of the server step's state (generators, optimizers, RNG), to roll a round back."""
-        return copy.deepcopy(self.state_dict())
-
-    def restore(self, snapshot: dict) -> None:
-        """Back to ``snapshot`` (from :meth:`snapshot`): a rejected round leaves no trace."""
-        self.learner, self.class_learners = None, {}
-        if self.holds_generator(snapshot):
-            self.load_generator(snapshot, source="the state before this round")
-        self.load_finetune_state(snapshot)
-
-    def generator_problem(self) -> str | None:
-        """Why the server generator(s) cannot be kept (non-finite weights), or None."""
-        learners = [self.learner] if self.learner is not None else list(self.class_learners.values())
-        for learner in learners:
-            for name, tensor in learner.model.state_dict().items():
-                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                    return f"the server generator's {name} holds NaN or Inf"
-        return None
-
-    def state_dict(self) -> dict:
-        """Generator (class, args, weights, optimizers, epochs) + fine-tuning optimizer + RNG;
-        per-class generators under ``generator_per_class`` ({class: the same fields})."""
-        generator = self.learner.state_dict() if self.learner is not None else _EMPTY_GENERATOR_STATE
-        return {
-            **generator,
-            "generator_per_class": {name: learner.state_dict() for name, learner in self.class_learners.items()},
-            "generator_type": self.f.generator_type,
-            "finetune_optimizer_state": self.finetune_optimizer.state_dict(),
-            "rng_state": self.rng.get_state(),
-        }
-
-    def load_generator(self, state: dict, source: str = "checkpoint") -> None:
-        """Start from a saved server generator, rebuilt exactly as saved (with its epoch count)."""
-        per_class = state.get("generator_per_class") or {}
-        if not state.get("generator_class") and not per_class:
-            raise GeneratorMismatchError(
-                f"{source} holds no trained generator (saved with use_generator false or generator_type "
-                "'gaussian'): train one first or set generator_load_checkpoint to false"
-            )
-        if bool(per_class) != self.per_class:
-            saved = "one unconditioned generator per class" if per_class else "one conditioned generator"
-            raise GeneratorMismatchError(
-                f"{source} holds {saved} but this run's generator_conditioning is "
-                f"'{self.f.generator_conditioning}' (with generator_type '{self.f.generator_type}'): "
-                f"set generator_conditioning to {'none' if per_class else 'clip or clip+t5'}"
-            )
-        if per_class:
-            self.class_learners = {
-                name: self.factory.restore(s, f"{source} (class '{name}')") for name, s in per_class.items()
-            }
-            log.info("Server generators loaded from %s: one per class for %d classes", source, len(per_class))
-            return
-        self.learner = self.factory.restore(state, source)
-        log.info("Server generator loaded from %s: %s", source, type(self.learner.model).__name__)
-
-    @staticmethod
-    def holds_generator(state: dict) -> bool:
-        """Whether a checkpoint holds trained server generator weights."""
-        return bool(state.get("generator_class") or state.get("generator_per_class"))
-
-    def load_finetune_state(self, state: dict) -> None:
-        """The fine-tuning optimizer and the server RNG of a saved server step (load them only
-        together with the adapters they belong to)."""
-        load_optimizer_state(self.finetune_optimizer, state["finetune_optimizer_state"])
-        self.rng.set_state(state["rng_state"])
-
-
-_EMPTY_GENERATOR_STATE = {
-    "generator_class": None,
-    "generator_args": None,
-    "generator_state": None,
-    "generator_optimizer_state": None,
-    "discriminator_args": None,
-    "discriminator_state": None,
-    "discriminator_optimizer_state": None,
-    "generator_epochs": 0,
-}
-
 
 def _owned_classes(summaries: dict[str, ClassSummary], teachers: list[tuple[dict, set[str]]]) -> set[str]:
     """The classes of ``summaries`` that at least one teacher (a client with adapters) holds."""
     return {name for name in summaries if any(name in classes for _, classes in teachers)}
-
-
-def _interpolation(mode: str) -> str:
-    """How real rows and Gaussian draws are resized: the configured mode (``learned`` belongs to a
-    trained generator, so they use linear interpolation)."""
-    return "linear" if mode == "learned" else mode
