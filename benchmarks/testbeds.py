@@ -30,8 +30,8 @@ import torch
 from feda2v_flwr.config.schema import AisfxSettings, DataSettings, MelPatchSettings
 from feda2v_flwr.data.audio_files import read_audio
 from feda2v_flwr.data.datasets import file_group
-from feda2v_flwr.data.partition import group_splits
 from feda2v_flwr.data.prepare import EspeakSettings, SonicPiSettings, prepare_espeak, prepare_sonic_pi
+from feda2v_flwr.data.splits import group_splits
 from feda2v_flwr.encoders.aisfx import AisfxEncoder
 from feda2v_flwr.encoders.mel_patch import MelPatchEncoder
 

@@ -24,6 +24,7 @@ from feda2v_flwr.config import resolve_run_path
 from feda2v_flwr.instructions import RoundInstructions
 from feda2v_flwr.payload import ClientUpdate, for_transfer
 from feda2v_flwr.replies import ReplyChecker
+from feda2v_flwr.seeding import participants_rng
 from feda2v_flwr.server.recipe import ServerRecipe, Teachers
 from feda2v_flwr.server.run_log import RunLog
 from strategies.aggregation import aggregate_adapters
@@ -117,7 +118,7 @@ class FedA2VStrategy(FedAvg):
         fed = self.config.federation
         if fed.clients_per_round is None or fed.clients_per_round >= fed.num_clients:
             return None
-        rng = np.random.default_rng([self.config.training.seed, server_round])
+        rng = participants_rng(self.config.training.seed, server_round)
         return sorted(int(i) for i in rng.choice(fed.num_clients, size=fed.clients_per_round, replace=False))
 
     def configure_evaluate(

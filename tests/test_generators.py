@@ -21,8 +21,8 @@ from feda2v_flwr.models import (
     pool_tokens,
 )
 from feda2v_flwr.server.distillation import distill_adapters, teacher_targets
-from feda2v_flwr.training.client_generators import generator_plan
 from feda2v_flwr.training.generator_learner import GeneratorLearner
+from feda2v_flwr.training.generator_plan import generator_plan
 
 CLIP = {"clip": [5]}
 CLIP_T5 = {"clip": [5], "t5": [3, 5]}

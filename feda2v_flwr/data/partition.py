@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,11 +33,11 @@ from feda2v_flwr.data.datasets import (
 )
 from feda2v_flwr.data.procedural import GENERATOR_VERSION, synthesize
 from feda2v_flwr.data.sample_partitions import assign_samples
+from feda2v_flwr.data.splits import capped_order, fold_splits, group_splits, official_split_indices, split_indices
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-_CAP_STREAM = 1  # seeds the max_clips_per_class draw apart from the split permutation
 
 
 @dataclass(frozen=True)
@@ -130,43 +129,6 @@ def load_partition(config: ExperimentConfig, partition_id: int, num_partitions: 
         skipped,
     )
     return PartitionData(partition_id, classes, _federation_classes(config.data, index), splits)
-
-
-def split_indices(class_name: str, n: int, data: DataSettings) -> dict[str, list[int]]:
-    """Deterministic train/val/test indices of one class's ``n`` clips (a seeded permutation)."""
-    rng = np.random.default_rng(data.split_seed + zlib.crc32(class_name.encode()))
-    order = rng.permutation(n).tolist()
-    n_train = max(1, round(data.train_ratio * n))
-    n_val = round(data.val_ratio * n)
-    return {
-        "train": order[:n_train],
-        "val": order[n_train : n_train + n_val],
-        "test": order[n_train + n_val :],
-    }
-
-
-def group_splits(class_name: str, groups: set[str], data: DataSettings) -> dict[str, str]:
-    """Group -> split of one class's groups (``split_by: "groups"``): the ratios split the sorted
-    groups as :func:`split_indices` splits clips."""
-    ordered = sorted(groups)
-    indices = split_indices(class_name, len(ordered), data)
-    return {ordered[i]: split for split, positions in indices.items() for i in positions}
-
-
-def official_split_indices(class_name: str, n: int, data: DataSettings) -> dict[str, list[int]]:
-    """Train/val indices of one class's ``n`` official training clips: ``val_ratio`` of them
-    (seeded like :func:`split_indices`, at least one clip left to train) become val."""
-    rng = np.random.default_rng(data.split_seed + zlib.crc32(class_name.encode()))
-    order = rng.permutation(n).tolist()
-    n_val = min(round(data.val_ratio * n), max(0, n - 1))
-    return {"train": order[n_val:], "val": order[:n_val]}
-
-
-def capped_order(class_name: str, n: int, data: DataSettings) -> list[int]:
-    """The order in which a class's ``n`` files are tried when ``max_clips_per_class`` caps them:
-    a permutation seeded by ``split_seed`` and the class (another stream than the split's)."""
-    rng = np.random.default_rng([data.split_seed, zlib.crc32(class_name.encode()), _CAP_STREAM])
-    return rng.permutation(n).tolist()
 
 
 def _federation_classes(data: DataSettings, index: DatasetIndex) -> list[str]:
@@ -312,7 +274,7 @@ def _file_splits(
 ) -> tuple[dict[str, list[Clip]], int]:
     """Clips per split from the readable ``files`` of ``classes`` (at most ``max_clips_per_class``
     of each class), and how many files were skipped."""
-    fold_split = _fold_splits(index, data) if data.split_by == "folds" else None
+    fold_split = fold_splits(index, data) if data.split_by == "folds" else None
     candidates: dict[str, list[AudioFile]] = {c: [] for c in classes}
     for file in files:
         if file.class_name in candidates and (fold_split is None or file.fold in fold_split):
@@ -387,20 +349,6 @@ def _file_problem(file: AudioFile, index: DatasetIndex) -> tuple[str | None, flo
     if shape != index.embedding_shape or not np.issubdtype(dtype, np.floating):
         raise DatasetError(embedding_mismatch(file.path, shape, dtype, index))
     return None, None
-
-
-def _fold_splits(index: DatasetIndex, data: DataSettings) -> dict[int, str]:
-    """fold -> split name from ``data.{train,val,test}_folds``; every listed fold must exist."""
-    listed = {"train": data.train_folds, "val": data.val_folds, "test": data.test_folds}
-    present = {file.fold for file in index.files}
-    for split, folds in listed.items():
-        absent = sorted(set(folds) - present)
-        if absent:
-            raise DatasetError(
-                f"data.{split}_folds lists fold(s) {absent}, which the {index.name} metadata does not have "
-                f"(its folds: {sorted(f for f in present if f is not None)})."
-            )
-    return {fold: split for split, folds in listed.items() for fold in folds}
 
 
 def _file_clip(file: AudioFile, data: DataSettings) -> Clip:

@@ -33,7 +33,6 @@ import io
 import json
 import shutil
 import subprocess
-import zlib
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import soundfile
 from tqdm import tqdm
 
 from feda2v_flwr.data.datasets import GROUP_SEPARATOR
+from feda2v_flwr.seeding import recording_rng, voice_choice_rng
 
 MANIFEST = "prepared.json"
 PREPARE_VERSION = 1  # bump when the same settings would write other audio
@@ -114,7 +114,7 @@ def prepare_sonic_pi(root: Path, settings: SonicPiSettings, source: Path = SONIC
             waves = [_read_mono(path) for path in recordings]
             for take in range(settings.clips_per_class):
                 which = take % len(recordings)
-                rng = np.random.default_rng([settings.seed, zlib.crc32(family.encode()), take])
+                rng = recording_rng(settings.seed, family, take)
                 clip = augment(waves[which], length, rng)
                 name = f"{recordings[which].stem}{GROUP_SEPARATOR}{take:03d}.flac"
                 soundfile.write(staging / family / name, clip, SONIC_PI_SAMPLE_RATE, subtype="PCM_16")
@@ -170,7 +170,7 @@ def prepare_espeak(root: Path, settings: EspeakSettings) -> str:
             (staging / word).mkdir()
             for speaker in speakers:
                 for take in range(settings.takes):
-                    rng = np.random.default_rng([settings.seed, zlib.crc32(f"{word}/{speaker}".encode()), take])
+                    rng = recording_rng(settings.seed, f"{word}/{speaker}", take)
                     speed, pitch = int(rng.integers(130, 211)), int(rng.integers(20, 81))
                     wave, rate = speak(word, speaker, speed=speed, pitch=pitch)
                     soundfile.write(staging / word / f"{speaker}{GROUP_SEPARATOR}{take}.wav", wave, rate)
@@ -185,7 +185,7 @@ def espeak_speakers(count: int, seed: int) -> list[str]:
     voices = [f"{accent}+{variant}" for accent in ESPEAK_ACCENTS for variant in ESPEAK_VARIANTS]
     if not 2 <= count <= len(voices):
         raise PrepareError(f"--speakers must be between 2 and {len(voices)}, got {count}.")
-    order = np.random.default_rng([seed, 1]).permutation(len(voices))[:count]
+    order = voice_choice_rng(seed).permutation(len(voices))[:count]
     return sorted(voices[i] for i in order)
 
 

@@ -7,11 +7,12 @@ its own parameters (pitch, rate, timing, level, background noise), so a class ha
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 
 import numpy as np
 from scipy import signal
+
+from feda2v_flwr.seeding import procedural_clip_seed
 
 GENERATOR_VERSION = "procedural-v1"
 
@@ -131,17 +132,12 @@ SOUND_CLASSES: dict[str, Synth] = {
 }
 
 
-def clip_seed(class_name: str, index: int, seed: int) -> int:
-    """Process-independent seed (``hash()`` is salted per process, crc32 is not)."""
-    return (zlib.crc32(class_name.encode()) + 1_000_003 * index + 7919 * seed) % 2**32
-
-
 def synthesize(class_name: str, index: int, *, seed: int, sample_rate: int, seconds: float) -> np.ndarray:
     """One mono float32 clip in [-1, 1] of ``round(seconds * sample_rate)`` samples."""
     if class_name not in SOUND_CLASSES:
         known = ", ".join(SOUND_CLASSES)
         raise ValueError(f"Unknown procedural sound class '{class_name}'. Known classes: {known}")
-    rng = np.random.default_rng(clip_seed(class_name, index, seed))
+    rng = np.random.default_rng(procedural_clip_seed(class_name, index, seed))
     t = np.arange(int(round(seconds * sample_rate))) / sample_rate
     x = SOUND_CLASSES[class_name](rng, t, sample_rate)
     x = x / (np.abs(x).max() + 1e-9) * rng.uniform(0.3, 0.9)

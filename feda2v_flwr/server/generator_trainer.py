@@ -11,7 +11,6 @@ import copy
 import logging
 import math
 import time
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +21,7 @@ from torch import nn
 from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.models.losses import adapter_loss
 from feda2v_flwr.models.sequence import pool_tokens, resize_tokens
+from feda2v_flwr.seeding import server_generator_seed, server_sampling_seed
 from feda2v_flwr.server.class_summary import (
     ClassSummary,
     client_samples,
@@ -94,14 +94,13 @@ class ServerGeneratorTrainer:
             total_epochs=self.f.generator_training_epochs * config.federation.global_rounds,
             device=device,
         )
-        self.rng = torch.Generator().manual_seed(config.training.seed + 10_007)
+        self.rng = torch.Generator().manual_seed(server_sampling_seed(config.training.seed))
         self.last_summaries: dict[str, ClassSummary] = {}
 
     # ---- setup -----------------------------------------------------------------------------
     def setup_generator(self, *, audio_length: int, classes: list[str]) -> None:
         """Build the generator(s) not built yet: the conditioned one, or one per new class."""
         length = self.f.generator_training_sequence_length or audio_length
-        seed = self.config.training.seed + 20_011
         if self.gaussian:
             return
         if self.per_class:
@@ -109,11 +108,13 @@ class ServerGeneratorTrainer:
                 if name not in self.class_learners:
                     # seeded by the class name, so a class's generator does not depend on arrival order
                     self.class_learners[name] = self.factory.new(
-                        sequence_length=length, seed=seed + zlib.crc32(name.encode())
+                        sequence_length=length, seed=server_generator_seed(self.config.training.seed, name)
                     )
                     self._log_new(self.class_learners[name], f"for class '{name}'")
         elif self.learner is None:
-            self.learner = self.factory.new(sequence_length=length, seed=seed)
+            self.learner = self.factory.new(
+                sequence_length=length, seed=server_generator_seed(self.config.training.seed)
+            )
             self._log_new(self.learner, "")
 
     @staticmethod

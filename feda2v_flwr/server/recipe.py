@@ -28,6 +28,7 @@ from feda2v_flwr.encoders import audio_embed_dim, load_text_targets, target_slot
 from feda2v_flwr.images.pipelines import import_diffusers
 from feda2v_flwr.payload import largest_transferable
 from feda2v_flwr.resume import carry_client_state, check_resumable, final_evaluation_pending, trim_metrics
+from feda2v_flwr.seeding import server_round_seed
 from feda2v_flwr.server import trainer_state
 from feda2v_flwr.server.checks import (
     adapter_checkpoint_file,
@@ -178,7 +179,7 @@ class ServerRecipe:
         report = RoundReport()
         if f.use_generator or f.global_model_train_from_nodes_adapters:
             log.info("Round %d: server step on %d classes", server_round, len(class_stats))
-            torch.manual_seed(self.config.training.seed * 1_000_003 + server_round)  # e.g. GAN dropout: resumable
+            torch.manual_seed(server_round_seed(self.config.training.seed, server_round))  # e.g. GAN dropout: resumable
             before = trainer_state.snapshot(self.trainer)
             stepped, report = self.trainer.run_round(server_round, state, class_stats, teachers)
             problem = state_problem(stepped, self.state_bound) or trainer_state.generator_problem(self.trainer)

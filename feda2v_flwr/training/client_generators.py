@@ -22,7 +22,6 @@ import io
 import logging
 import re
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,46 +37,19 @@ from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.data.partition import partition_classes
 from feda2v_flwr.models.sequence import pool_tokens, resize_tokens
+from feda2v_flwr.seeding import client_generator_seed
 from feda2v_flwr.training.generator_learner import (
     GeneratorFactory,
     GeneratorLearner,
     GeneratorMismatchError,
     condition_slots_for,
 )
+from feda2v_flwr.training.generator_plan import generator_plan
 
 log = logging.getLogger(__name__)
 
 CLIENT_FORMAT_VERSION = 1
 EVALUATION_SAMPLES = 8
-
-
-def generator_plan(config: ExperimentConfig, partition_id: int, node_classes: list[str]) -> dict[str, list[str]]:
-    """Generator key -> the classes it serves, for one node."""
-    f, node = config.feda2v, config.node(partition_id)
-    classes = list(node_classes)
-    if node.generator_train_classes is not None:
-        unknown = [c for c in node.generator_train_classes if c not in node_classes]
-        if unknown:
-            raise ConfigError(
-                f"nodes.{partition_id}.generator_train_classes lists {unknown}, which node {partition_id} does not "
-                f"hold (its classes: {node_classes})"
-            )
-        classes = [c for c in node_classes if c in node.generator_train_classes]
-    if node.generator_class_group:
-        return {f"group_{node.generator_class_group}": classes}
-    granularity = node.generator_granularity or f.generator_granularity
-    if granularity == "unified":
-        return {"unified": classes}
-    if granularity == "per_class":
-        return {f"class_{c}": [c] for c in classes}
-    group_of = {}
-    for group, members in sorted((f.generator_class_groups or {}).items()):
-        for member in members:
-            group_of.setdefault(member, group)
-    plan: dict[str, list[str]] = {}
-    for c in classes:
-        plan.setdefault(f"group_{group_of.get(c, 'other')}", []).append(c)
-    return plan
 
 
 def check_client_generator_setup(config: ExperimentConfig, pretrained_path: Path | None, classes: list[str]) -> None:
@@ -180,7 +152,7 @@ class ClientGenerators:
         for key, classes in self.plan.items():
             learner = None
             entry, source = entries.get(key), "the node state"
-            seed = self.config.training.seed * 1_000_003 + self.partition_id * 7919 + zlib.crc32(key.encode())
+            seed = client_generator_seed(self.config.training.seed, self.partition_id, key)
             if entry is None and key in pretrained:
                 entry, source = pretrained[key]
             if entry is not None:

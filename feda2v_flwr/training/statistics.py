@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from feda2v_flwr.models.sequence import pool_tokens
+from feda2v_flwr.seeding import mixture_seed
 
 
 @dataclass
@@ -95,7 +95,7 @@ def class_statistics(
             audio_std=rows.std(0, unbiased=False).numpy(),
         )
         if components > 1:
-            entry.mixture = fit_mixture(rows, components, (seed + zlib.crc32(name.encode())) % 2**32)
+            entry.mixture = fit_mixture(rows, components, mixture_seed(seed, name))
         if val is not None and val_labels is not None:
             val_mask = val_labels == class_index[name]
             if val_mask.any():

@@ -23,6 +23,7 @@ from feda2v_flwr.encoders import (
 from feda2v_flwr.images.drawing import ImageMaker, encode_labels, pick_per_class
 from feda2v_flwr.images.scoring import image_metrics
 from feda2v_flwr.payload import encode_update, module_to_ndarrays, ndarrays_to_module
+from feda2v_flwr.seeding import node_round_seed
 from feda2v_flwr.training.adapters import (
     build_model,
     evaluate_adapters,
@@ -35,10 +36,6 @@ from feda2v_flwr.training.optim import load_optimizer_state
 from feda2v_flwr.training.statistics import class_statistics
 
 log = logging.getLogger(__name__)
-
-
-def round_seed(seed: int, server_round: int, partition_id: int) -> int:
-    return seed * 1_000_003 + server_round * 7919 + partition_id
 
 
 @dataclass
@@ -140,7 +137,7 @@ class ClientTask:
         load_s = time.perf_counter() - start
 
         epochs = 0 if cfg.feda2v.generator_only_mode else cfg.federation.local_epochs
-        seed = round_seed(cfg.training.seed, server_round, self.partition_id)
+        seed = node_round_seed(cfg.training.seed, server_round, self.partition_id)
         torch.manual_seed(seed)  # whatever draws from torch's global generator (e.g. GAN dropout): resumable
         generator = torch.Generator().manual_seed(seed)
         losses = train_adapters(
