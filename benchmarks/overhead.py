@@ -55,7 +55,6 @@ def plain_loop(config_file: str, overrides: str, run_dir: Path) -> tuple[float, 
                 server_round,
                 optimizer_states[pid],
                 local_adapters[pid],
-                num_rounds=config.federation.global_rounds,
             )
             optimizer_states[pid], local_adapters[pid] = outcome.optimizer_state, outcome.local_adapters
             res = FitRes(

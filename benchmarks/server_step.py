@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from feda2v_flwr.checkpoint import load_checkpoint
+from feda2v_flwr.checkpointing.run import load_checkpoint
 from feda2v_flwr.launch import run_simulation
 
 PLAIN_FEDAVG = "feda2v.use_generator=false; feda2v.global_model_train_from_nodes_adapters=false"

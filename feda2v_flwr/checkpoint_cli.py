@@ -1,10 +1,13 @@
-"""``feda2v-checkpoint``: what a server checkpoint holds, without a config or a GPU.
+"""``feda2v-checkpoint``: what a checkpoint holds, without a config or a GPU. Every kind the
+project writes: a run checkpoint, a node's state, a client generator.
 
 Usage::
 
     feda2v-checkpoint outputs/<run>                      # the run's latest checkpoint
     feda2v-checkpoint outputs/<run>/checkpoints/server_generator_round_10.pt --config
     feda2v-checkpoint outputs/<run>/checkpoints/server_generator_latest.json --json
+    feda2v-checkpoint outputs/<run>/client_state/node_0_round_10.pt
+    feda2v-checkpoint outputs/<run>/client_generators/client_generator_node0_unified_round_10.pt
 
 Errors (missing, corrupt, truncated, not a feda2v checkpoint) are one line on stderr naming the
 file, and exit code 2.
@@ -21,20 +24,65 @@ from typing import Any
 
 import torch
 
-from feda2v_flwr.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from feda2v_flwr.checkpointing.files import CheckpointError, read_payload
+from feda2v_flwr.checkpointing.nodes import checked_client_generator, checked_client_state
+from feda2v_flwr.checkpointing.run import checked_run_payload, find_checkpoint
 
 
 def describe_checkpoint(path: str | Path, *, with_config: bool = False) -> dict[str, Any]:
-    """A JSON-ready summary of the checkpoint ``path`` stands for (see :func:`find_checkpoint`)."""
+    """A JSON-ready summary of the checkpoint ``path`` stands for (see :func:`find_checkpoint`),
+    of whichever kind it is (``kind``: ``run``, ``node_state`` or ``client_generator``)."""
     file = find_checkpoint(path)
-    payload = load_checkpoint(file)
+    payload = read_payload(file)
     try:
+        if isinstance(payload, dict) and payload.get("kind") == "client_generator":
+            return _generator_summary(file, checked_client_generator(payload, file))
+        if isinstance(payload, dict) and "partition_id" in payload:
+            return _node_state_summary(file, checked_client_state(payload, file))
+        payload = checked_run_payload(payload, file)
         summary = _summary(file, payload)
         if with_config:
             summary["config"] = json.loads(payload["config"])
     except (AttributeError, TypeError, ValueError, KeyError) as err:  # right keys, wrong contents
         raise CheckpointError(f"Checkpoint {file} has malformed contents ({type(err).__name__}: {err})") from None
     return summary
+
+
+def _generator_summary(file: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    learner = payload["learner"]
+    return {
+        "kind": "client_generator",
+        "file": str(file),
+        "format_version": payload["format_version"],
+        "round": payload["round"],
+        "timestamp": _time(payload["timestamp"]),
+        "node": payload["node"],
+        "generator_key": payload["generator_key"],
+        "granularity": payload["granularity"],
+        "classes": list(payload["classes"]),
+        "generator": {
+            "type": learner["generator_type"],
+            "class": learner["generator_class"],
+            "args": learner["generator_args"],
+            "epochs": learner["generator_epochs"],
+            **_state_size(learner["generator_state"]),
+        },
+        "optimizer_states": {"generator": _optimizer_steps(learner["generator_optimizer_state"])},
+    }
+
+
+def _node_state_summary(file: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": "node_state",
+        "file": str(file),
+        "round": payload["round"],
+        "partition_id": payload["partition_id"],
+        "records": {name: int(blob.numel()) for name, blob in payload["state"].items()},  # bytes each
+    }
+
+
+def _time(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="seconds")
 
 
 def _summary(file: Path, payload: dict[str, Any]) -> dict[str, Any]:
@@ -45,10 +93,11 @@ def _summary(file: Path, payload: dict[str, Any]) -> dict[str, Any]:
         slot["tensors"].append({"name": name, "shape": list(tensor.shape), "dtype": _dtype(tensor)})
     discriminator = payload["discriminator_args"]
     return {
+        "kind": "run",
         "file": str(file),
         "format_version": payload["format_version"],
         "round": payload["round"],
-        "timestamp": datetime.fromtimestamp(payload["timestamp"], tz=UTC).isoformat(timespec="seconds"),
+        "timestamp": _time(payload["timestamp"]),
         "generator": {
             "type": payload["generator_type"],
             "class": payload["generator_class"],
@@ -96,6 +145,29 @@ def _optimizer_steps(state: dict[str, Any] | None) -> int | None:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary as aligned text lines (adapters: per slot the parameter count, then its tensors)."""
+    if summary["kind"] == "node_state":
+        rows = [
+            ("kind", "a node's state between rounds"),
+            *[(k, summary[k]) for k in ("file", "round", "partition_id")],
+        ]
+        rows += [(f"record '{name}'", f"{size:,} bytes") for name, size in summary["records"].items()]
+        return _aligned(rows)
+    if summary["kind"] == "client_generator":
+        generator = summary["generator"]
+        rows = [("kind", "a client generator"), ("file", summary["file"])]
+        rows += [
+            ("format version", summary["format_version"]),
+            ("round", summary["round"]),
+            ("timestamp", summary["timestamp"]),
+            ("node", summary["node"]),
+            ("generator key", f"{summary['generator_key']} ({summary['granularity']})"),
+            ("classes", ", ".join(summary["classes"])),
+            ("generator", f"{generator['type']} {generator['class']}, {generator['epochs']} epochs"),
+            ("generator args", json.dumps(generator["args"], default=str)),
+            ("generator state", f"{generator['tensors']} tensors, {generator['parameters']:,} parameters"),
+            ("generator optimizer", _optimizer_text(summary["optimizer_states"]["generator"])),
+        ]
+        return _aligned(rows)
     generator, discriminator = summary["generator"], summary["discriminator"]
     rows = [
         ("file", summary["file"]),
@@ -126,8 +198,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     adapters = summary["global_adapters"]
     total = sum(slot["parameters"] for slot in adapters.values())
     rows.append(("global adapters", f"{len(adapters)} slots, {total:,} parameters"))
-    width = max(len(label) for label, _ in rows) + 2
-    lines = [f"{label:<{width}}{value}" for label, value in rows]
+    lines = [_aligned(rows)]
     name_width = max((len(t["name"]) for slot in adapters.values() for t in slot["tensors"]), default=0) + 2
     for name, slot in adapters.items():
         lines.append(f"  {name}: {slot['parameters']:,} parameters")
@@ -135,6 +206,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     if "config" in summary:
         lines += ["config", json.dumps(summary["config"], indent=1)]
     return "\n".join(lines)
+
+
+def _aligned(rows: list[tuple[str, Any]]) -> str:
+    width = max(len(label) for label, _ in rows) + 2
+    return "\n".join(f"{label:<{width}}{value}" for label, value in rows)
 
 
 def _optimizer_text(steps: int | None) -> str:
@@ -146,7 +222,9 @@ def _optimizer_text(steps: int | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="feda2v-checkpoint", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "path", help="a checkpoint .pt, a *_latest.json pointer, a checkpoint directory or a run folder (outputs/<run>)"
+        "path",
+        help="a checkpoint .pt of any kind (run, node state, client generator), a *_latest.json pointer, a "
+        "checkpoint directory or a run folder (outputs/<run>)",
     )
     parser.add_argument("--config", action="store_true", help="also print the run's resolved config")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")

@@ -11,10 +11,10 @@ import torch
 from flwr.app import ConfigRecord, Context, RecordDict
 from flwr.client import ClientApp, NumPyClient
 
+from feda2v_flwr.checkpointing.nodes import load_client_state, save_client_state
 from feda2v_flwr.config import ExperimentConfig, load_config
 from feda2v_flwr.instructions import DATA_DIR, NUM_PARTITIONS, PARTITION_ID, RoundInstructions
 from feda2v_flwr.logging_setup import setup_logging
-from feda2v_flwr.resume import load_client_state, save_client_state
 from feda2v_flwr.training.task import ClientTask
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class FedA2VClient(NumPyClient):
             generator_state=self._saved("generators"),
             generator_dir=_path(ins.client_generator_dir),
             pretrained_path=_path(ins.pretrained_generator_path),
-            num_rounds=ins.num_rounds,
+            checkpoint_generators=ins.save_client_state,
         )
         record = {"optimizer": outcome.optimizer_state, "local_adapters": outcome.local_adapters}
         if outcome.generator_state is not None:

@@ -26,12 +26,11 @@ CLIENT_STATE_DIR = "client-state-dir"  # the node's resume state
 @dataclass(frozen=True)
 class RoundInstructions:
     server_round: int = 0
-    num_rounds: int | None = None  # the run's last round (a client generator's schedule needs it)
     cache_dir: str | None = None  # embedding cache
     client_generator_dir: str | None = None  # where nodes keep their generators' checkpoints
     image_dir: str | None = None  # generated images of the final evaluation
     client_state_dir: str | None = None  # the node's resume state
-    save_client_state: bool = False  # a checkpoint round: the node writes its state
+    save_client_state: bool = False  # a checkpoint round: the node writes its state and generators
     keep_client_states: int = 3
     pretrained_generator_path: str | None = None  # client generators start from these weights
     participants: tuple[int, ...] | None = None  # None: every node trains this round
@@ -63,7 +62,7 @@ class RoundInstructions:
                 values[field.name] = tuple(int(p) for p in str(raw).split(",") if p) or None  # "": everyone
             elif field.name == "save_client_state":
                 values[field.name] = bool(int(raw))
-            elif field.name in ("server_round", "num_rounds", "keep_client_states"):
+            elif field.name in ("server_round", "keep_client_states"):
                 values[field.name] = int(raw)
             else:
                 values[field.name] = str(raw)
@@ -88,7 +87,6 @@ class RoundInstructions:
 # versions, kept so that a node and a server of different versions still understand each other.
 WIRE_KEYS = {
     "server_round": "server_round",
-    "num_rounds": "num-rounds",
     "cache_dir": "cache-dir",
     "client_generator_dir": "client-generator-dir",
     "image_dir": "image-dir",

@@ -18,7 +18,9 @@ import time
 import uuid
 from pathlib import Path
 
-from feda2v_flwr.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from feda2v_flwr.checkpointing.files import CheckpointError
+from feda2v_flwr.checkpointing.resume import check_resumable, run_folder_of
+from feda2v_flwr.checkpointing.run import find_checkpoint, load_checkpoint
 from feda2v_flwr.config import ConfigError, load_config
 from feda2v_flwr.config.loading import pinned_overrides
 from feda2v_flwr.config.paths import PROJECT_ROOT
@@ -38,7 +40,6 @@ from feda2v_flwr.processes import (
     wait_for_port,
     wait_for_status,
 )
-from feda2v_flwr.resume import check_resumable, run_folder_of
 from feda2v_flwr.training.generator_learner import GeneratorMismatchError
 
 CONNECTION = "feda2v-sim"

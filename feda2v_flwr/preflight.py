@@ -4,7 +4,7 @@ and a traceback in every node's log."""
 
 from __future__ import annotations
 
-from feda2v_flwr.checkpoint import load_checkpoint, saved_adapters
+from feda2v_flwr.checkpointing.run import load_checkpoint, saved_adapters
 from feda2v_flwr.config import ExperimentConfig
 from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.data.partition import SPLITS, PartitionData, load_partition, node_split_settings

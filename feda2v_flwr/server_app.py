@@ -15,11 +15,11 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 
-from feda2v_flwr.checkpoint import find_checkpoint
+from feda2v_flwr.checkpointing.resume import run_folder_of
+from feda2v_flwr.checkpointing.run import find_checkpoint
 from feda2v_flwr.config import ExperimentConfig, load_config, resolve_run_path
 from feda2v_flwr.logging_setup import setup_logging
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
-from feda2v_flwr.resume import run_folder_of
 from feda2v_flwr.server.recipe import ServerRecipe
 from feda2v_flwr.server.run_log import RunLog
 from strategies.feda2v import FedA2VStrategy

@@ -65,7 +65,6 @@ class FedA2VStrategy(FedAvg):
         run_dir = self.recipe.run_dir
         return RoundInstructions(
             server_round=server_round,
-            num_rounds=self.config.federation.global_rounds,
             cache_dir=str(self.recipe.cache_dir),
             client_generator_dir=str(run_dir / "client_generators"),
             image_dir=str(run_dir / self.config.images.output_dir),  # an absolute output_dir stays

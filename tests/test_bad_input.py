@@ -23,7 +23,8 @@ import torch
 from test_checkpoint import write_server_checkpoint
 
 from conftest import tiny_config
-from feda2v_flwr.checkpoint import CheckpointError, load_checkpoint
+from feda2v_flwr.checkpointing.files import CheckpointError
+from feda2v_flwr.checkpointing.run import load_checkpoint
 from feda2v_flwr.config import ConfigError, validate_config
 from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.server_app import build_strategy

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from feda2v_flwr.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, new_payload, save_checkpoint
 from feda2v_flwr.checkpoint_cli import main as checkpoint_main
+from feda2v_flwr.checkpointing.files import CheckpointError
+from feda2v_flwr.checkpointing.run import find_checkpoint, load_checkpoint, new_payload, save_checkpoint
 from feda2v_flwr.inprocess import run_in_process
 from feda2v_flwr.server.generator_trainer import RoundReport
 from feda2v_flwr.server_app import build_strategy

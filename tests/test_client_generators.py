@@ -10,11 +10,11 @@ import torch
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
 from conftest import FakeClientProxy, tiny_config
-from feda2v_flwr.checkpoint import CheckpointError
+from feda2v_flwr.checkpointing.files import CheckpointError, checkpoint_due
+from feda2v_flwr.checkpointing.nodes import load_client_generator
 from feda2v_flwr.config.paths import ConfigError
 from feda2v_flwr.reporting import read_metrics
 from feda2v_flwr.server_app import build_strategy
-from feda2v_flwr.training.client_generators import load_client_generator
 from feda2v_flwr.training.generator_learner import GeneratorMismatchError
 from feda2v_flwr.training.task import ClientTask
 
@@ -35,7 +35,7 @@ def _fit_round(config, cache_dir, generator_dir, server_round=1, arrays=None, st
             None,
             generator_state=(states or {}).get(pid),
             generator_dir=generator_dir,
-            num_rounds=config.federation.global_rounds,
+            checkpoint_generators=checkpoint_due(config.feda2v, server_round, config.federation.global_rounds),
         )
         res = FitRes(
             Status(Code.OK, "ok"), ndarrays_to_parameters(outcome.arrays), outcome.num_examples, outcome.metrics

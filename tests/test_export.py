@@ -12,8 +12,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from conftest import TINY_AST, save_tiny_ast, save_tiny_text_encoders, tiny_config
-from feda2v_flwr.checkpoint import (
-    checkpoint_path,
+from feda2v_flwr.checkpointing.files import round_file
+from feda2v_flwr.checkpointing.run import (
     find_checkpoint,
     load_checkpoint,
     new_payload,
@@ -119,7 +119,7 @@ def test_the_model_card_is_hub_metadata_plus_the_runs_final_test_top1(run_dir, e
 
 
 def test_an_earlier_checkpoint_exports_with_its_own_rounds_evaluation(run_dir, tmp_path):
-    first = checkpoint_path(run_dir / "checkpoints", "server_generator", 1)
+    first = round_file(run_dir / "checkpoints", "server_generator", 1)
     export = export_run(run_dir, tmp_path / "first", checkpoint=first)
     assert export["round"] == 1
     loaded = load_adapters(tmp_path / "first")

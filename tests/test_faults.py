@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY
-from feda2v_flwr.checkpoint import load_checkpoint
+from feda2v_flwr.checkpointing.run import load_checkpoint
 from feda2v_flwr.launch import main as sim_main
 from feda2v_flwr.reporting import read_metrics
 

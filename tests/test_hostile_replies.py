@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import FakeClientProxy, tiny_config
-from feda2v_flwr.checkpoint import load_checkpoint
+from feda2v_flwr.checkpointing.run import load_checkpoint
 from feda2v_flwr.reporting import read_metrics
 from feda2v_flwr.server import trainer_state
 from feda2v_flwr.server_app import build_strategy

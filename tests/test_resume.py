@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from conftest import TINY, simulate
-from feda2v_flwr.checkpoint import load_checkpoint
+from feda2v_flwr.checkpointing.resume import check_resumable, trim_metrics
+from feda2v_flwr.checkpointing.run import load_checkpoint
 from feda2v_flwr.config.loading import validate_config
 from feda2v_flwr.config.paths import PROJECT_ROOT, ConfigError
 from feda2v_flwr.reporting import read_metrics
-from feda2v_flwr.resume import check_resumable, trim_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -217,7 +217,7 @@ def test_resuming_trims_unfinished_rounds_and_carries_node_state_to_a_new_folder
     from test_checkpoint import write_server_checkpoint
 
     from conftest import tiny_config
-    from feda2v_flwr.resume import load_client_state, save_client_state
+    from feda2v_flwr.checkpointing.nodes import load_client_state, save_client_state
     from feda2v_flwr.server_app import build_strategy
 
     run = tmp_path / "run"

@@ -12,12 +12,12 @@ from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameter
 from flwr.server.client_manager import SimpleClientManager
 
 from conftest import FakeClientProxy, tiny_config
-from feda2v_flwr.checkpoint import REQUIRED_KEYS, load_checkpoint
+from feda2v_flwr.checkpointing.nodes import load_client_state
+from feda2v_flwr.checkpointing.run import REQUIRED_KEYS, load_checkpoint
 from feda2v_flwr.config.paths import ConfigError
 from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.reporting import read_metrics
 from feda2v_flwr.reporting.metrics import reported_missing_partitions
-from feda2v_flwr.resume import load_client_state
 from feda2v_flwr.server.run_log import weighted_split_metrics
 from feda2v_flwr.server_app import build_strategy
 from feda2v_flwr.training.task import ClientTask

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from feda2v_flwr.checkpoint import find_checkpoint, load_checkpoint, saved_adapters
+from feda2v_flwr.checkpointing.run import find_checkpoint, load_checkpoint, saved_adapters
 from feda2v_flwr.config import ExperimentConfig, load_config, resolve_run_path
 from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.encoders import SlotSpec, audio_embed_dim, build_audio_encoder, target_slots

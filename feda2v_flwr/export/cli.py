@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from feda2v_flwr.checkpoint import CheckpointError
+from feda2v_flwr.checkpointing.files import CheckpointError
 from feda2v_flwr.config import ConfigError
 from feda2v_flwr.data.datasets import DatasetError
 from feda2v_flwr.encoders import ModelLoadError

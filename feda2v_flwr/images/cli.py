@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from feda2v_flwr.checkpoint import CheckpointError, load_checkpoint, saved_adapters
+from feda2v_flwr.checkpointing.files import CheckpointError
+from feda2v_flwr.checkpointing.run import load_checkpoint, saved_adapters
 from feda2v_flwr.config.loading import load_config
 from feda2v_flwr.config.paths import ConfigError, resolve_run_path
 from feda2v_flwr.config.schema import ExperimentConfig

@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from feda2v_flwr.checkpoint import find_checkpoint, load_checkpoint, new_payload, save_checkpoint, saved_adapters
+from feda2v_flwr.checkpointing.files import checkpoint_due
+from feda2v_flwr.checkpointing.resume import carry_client_state, check_resumable, final_evaluation_pending, trim_metrics
+from feda2v_flwr.checkpointing.run import find_checkpoint, load_checkpoint, new_payload, save_checkpoint, saved_adapters
 from feda2v_flwr.config import ConfigError, ExperimentConfig, config_hash, resolve_run_path
 from feda2v_flwr.devices import resolve_device
 from feda2v_flwr.encoders import audio_embed_dim, load_text_targets, target_slots
 from feda2v_flwr.images.pipelines import import_diffusers
 from feda2v_flwr.payload import largest_transferable
-from feda2v_flwr.resume import carry_client_state, check_resumable, final_evaluation_pending, trim_metrics
 from feda2v_flwr.seeding import server_round_seed
 from feda2v_flwr.server import trainer_state
 from feda2v_flwr.server.checks import (
@@ -196,12 +197,8 @@ class ServerRecipe:
 
     # ---- checkpoints -------------------------------------------------------------------------
     def checkpoint_due(self, server_round: int) -> bool:
-        """Every ``generator_checkpoint_frequency`` rounds and at the end of the run or session
-        (the nodes save their own state on the same rounds, so any checkpoint can be resumed)."""
-        f = self.config.feda2v
-        periodic = server_round % f.generator_checkpoint_frequency == 0
-        ends = (self.config.federation.global_rounds, self.last_round)
-        return f.generator_save_checkpoint and (periodic or server_round in ends)
+        """Whether ``server_round`` is checkpointed (the nodes save their state on the same rounds)."""
+        return checkpoint_due(self.config.feda2v, server_round, self.config.federation.global_rounds, self.last_round)
 
     def save_checkpoint(self, server_round: int, report: RoundReport, wandb_run_id: str | None = None) -> Path | None:
         """The run checkpoint of ``server_round`` when one is due (else None): the global

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from feda2v_flwr.checkpoint import CheckpointError, atomic_torch_save
+from feda2v_flwr.checkpointing.nodes import load_client_generator, save_client_generator
 from feda2v_flwr.config.paths import ConfigError, resolve_run_path
 from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.data.datasets import DatasetError
@@ -48,7 +48,6 @@ from feda2v_flwr.training.generator_plan import generator_plan
 
 log = logging.getLogger(__name__)
 
-CLIENT_FORMAT_VERSION = 1
 EVALUATION_SAMPLES = 8
 
 
@@ -327,46 +326,20 @@ class ClientGenerators:
         return buffer.getvalue()
 
     def save_checkpoints(self, directory: Path, server_round: int, keep_last: int) -> list[Path]:
-        directory.mkdir(parents=True, exist_ok=True)
-        base = f"{self.f.client_generator_base_name}_node{self.partition_id}"
+        """Every generator of the node, one file each (``{base}_node{id}_{key}_round_{r}.pt``)."""
+        granularity = {"unified": "unified", "class": "per_class", "group": "per_group"}
         paths = []
         for key, gen in self.generators.items():
-            stem = f"{base}_{_safe(key)}"
-            payload = {
-                "format_version": CLIENT_FORMAT_VERSION,
-                "kind": "client_generator",
+            fields = {
                 "node": self.partition_id,
-                "round": server_round,
-                "timestamp": time.time(),
                 "generator_key": key,
-                "granularity": {"unified": "unified", "class": "per_class", "group": "per_group"}[key.split("_")[0]],
+                "granularity": granularity[key.split("_")[0]],
                 "classes": list(gen.classes),
                 "learner": gen.learner.state_dict(),
             }
-            path = directory / f"{stem}_round_{server_round}.pt"
-            atomic_torch_save(payload, path)
-            paths.append(path)
-            rounds = sorted(int(p.stem.rsplit("_", 1)[1]) for p in directory.glob(f"{stem}_round_*.pt"))
-            for old in rounds[:-keep_last]:
-                (directory / f"{stem}_round_{old}.pt").unlink(missing_ok=True)
+            stem = f"{self.f.client_generator_base_name}_node{self.partition_id}_{_safe(key)}"
+            paths.append(save_client_generator(directory, stem, server_round, fields, keep_last=keep_last))
         return paths
-
-
-def load_client_generator(path: Path) -> dict[str, Any]:
-    """A client generator checkpoint as data (never code); errors name the file."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for truncated/corrupt files
-        raise CheckpointError(
-            f"Generator checkpoint {path} is corrupt or truncated ({type(err).__name__}: {err})"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("kind") != "client_generator":
-        raise CheckpointError(f"{path} is not a client generator checkpoint (kind 'client_generator')")
-    if payload.get("format_version") != CLIENT_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has format version {payload.get('format_version')}, expected {CLIENT_FORMAT_VERSION}"
-        )
-    return payload
 
 
 def _to_length(x: torch.Tensor, length: int) -> torch.Tensor:

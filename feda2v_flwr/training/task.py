@@ -112,10 +112,11 @@ class ClientTask:
         generator_state: bytes | None = None,
         generator_dir: Path | None = None,
         pretrained_path: Path | None = None,
-        num_rounds: int | None = None,
+        checkpoint_generators: bool = False,
     ) -> FitOutcome:
         """Train adapters (unless ``generator_only_mode``), then the node's generators (when
-        configured), then compute the per-class statistics the server needs."""
+        configured; saved to ``generator_dir`` when ``checkpoint_generators``: the server says
+        on which rounds), then compute the per-class statistics the server needs."""
         start = time.perf_counter()
         encoder_calls = self.cache.encoder.calls
         cfg = self.config
@@ -161,9 +162,8 @@ class ClientTask:
                 generator_state,
                 generator,
                 server_round,
-                generator_dir,
+                generator_dir if checkpoint_generators else None,
                 pretrained_path,
-                num_rounds or cfg.federation.global_rounds,
             )
         outputs = {slot: out.cpu() for slot, out in predict(self.model, emb).items()}
         stats = class_statistics(
@@ -229,9 +229,9 @@ class ClientTask:
         server_round: int,
         directory: Path | None,
         pretrained_path: Path | None,
-        num_rounds: int,
     ) -> dict[str, float]:
-        """Train the node's generators on the train split, score them, checkpoint them."""
+        """Train the node's generators on the train split, score them, checkpoint them into
+        ``directory`` (None: not this round)."""
         assert self.generators is not None
         emb, labels = self.split("train")
         self.generators.prepare(saved, audio_length=emb.shape[1], pretrained_path=pretrained_path)
@@ -239,10 +239,8 @@ class ClientTask:
         val_emb, val_labels = self.split("val")
         reference = (val_emb, val_labels) if len(val_labels) else (emb, labels)
         metrics.update(self.generators.evaluate(self.model, *reference, rng))
-        f = self.config.feda2v
-        due = server_round % f.generator_checkpoint_frequency == 0 or server_round == num_rounds
-        if directory is not None and f.generator_save_checkpoint and due:
-            paths = self.generators.save_checkpoints(directory, server_round, f.checkpoint_keep_last)
+        if directory is not None:
+            paths = self.generators.save_checkpoints(directory, server_round, self.config.feda2v.checkpoint_keep_last)
             log.info("node %d: %d generator checkpoints in %s", self.partition_id, len(paths), directory)
         return metrics
 

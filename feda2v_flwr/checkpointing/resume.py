@@ -1,11 +1,9 @@
 """Resuming a run from a server checkpoint: which file, whether the config still fits it, and
 the run folder's metrics trimmed back to the checkpoint's round.
 
-The checkpoint holds the global adapters, the server generator with its optimizer and epoch
-count, the fine-tuning optimizer and the server RNG; the nodes keep their own state (adapter
-optimizers, local adapters, client generators) in ``<run>/client_state/`` on the checkpoint
-rounds (see ``client_app.py``). Together they continue a run at round r+1 exactly as if it had
-never stopped.
+The run checkpoint (``run.py``) holds the server's state; the nodes keep their own
+(``nodes.py``) in ``<run>/client_state/`` on the same rounds. Together they continue a run at
+round r+1 exactly as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -16,9 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from feda2v_flwr.checkpoint import CheckpointError, atomic_torch_save
+from feda2v_flwr.checkpointing.files import CheckpointError
 from feda2v_flwr.config.loading import validate_config
 from feda2v_flwr.config.paths import ConfigError
 from feda2v_flwr.config.schema import ExperimentConfig
@@ -145,42 +141,3 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
             flat.update(_flatten(inner, f"{prefix}{key}."))
         return flat
     return {prefix.rstrip("."): value}
-
-
-def client_state_path(directory: Path, partition_id: int, server_round: int) -> Path:
-    return directory / f"node_{partition_id}_round_{server_round}.pt"
-
-
-def save_client_state(
-    directory: Path, partition_id: int, server_round: int, record: dict[str, bytes], *, keep_last: int
-) -> Path:
-    """A node's state after its fit of ``server_round`` (the byte blobs it keeps in Flower's
-    context), written atomically; older rounds beyond ``keep_last`` are removed."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = client_state_path(directory, partition_id, server_round)
-    blobs = {name: torch.frombuffer(bytearray(blob), dtype=torch.uint8) for name, blob in record.items()}
-    atomic_torch_save({"round": server_round, "partition_id": partition_id, "state": blobs}, path)
-    for old in _saved_rounds(directory, partition_id)[:-keep_last]:
-        client_state_path(directory, partition_id, old).unlink(missing_ok=True)
-    return path
-
-
-def load_client_state(directory: Path, partition_id: int, *, before_round: int) -> dict[str, bytes] | None:
-    """The node's latest saved state from a round before ``before_round`` (None: nothing saved)."""
-    rounds = [r for r in _saved_rounds(directory, partition_id) if r < before_round]
-    if not rounds:
-        return None
-    path = client_state_path(directory, partition_id, rounds[-1])
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        blobs = saved["state"]
-    except Exception as err:  # a truncated file: say which, never start silently fresh
-        raise CheckpointError(f"Node state {path} is corrupt or truncated ({type(err).__name__}: {err})") from None
-    log.info("node %d: state restored from %s", partition_id, path)
-    return {name: bytes(tensor.numpy().tobytes()) for name, tensor in blobs.items()}
-
-
-def _saved_rounds(directory: Path, partition_id: int) -> list[int]:
-    if not directory.is_dir():
-        return []
-    return sorted(int(p.stem.rsplit("_", 1)[1]) for p in directory.glob(f"node_{partition_id}_round_*.pt"))

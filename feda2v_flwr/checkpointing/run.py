@@ -1,14 +1,22 @@
-"""One checkpoint schema: atomic save, safe load (``weights_only=True``), retention."""
+"""The run checkpoint: the server's whole state after a round in one dict (the schema below),
+its ``*_latest.json`` pointer and ``*_best.pt`` copy, and finding one from a file, pointer,
+checkpoint folder or run folder."""
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from feda2v_flwr.checkpointing.files import (
+    CheckpointError,
+    atomic_torch_save,
+    atomic_write_text,
+    prune_rounds,
+    read_payload,
+    round_file,
+)
 
 FORMAT_VERSION = 2
 REQUIRED_KEYS = (
@@ -33,14 +41,6 @@ REQUIRED_KEYS = (
 )
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message names the file."""
-
-
-def checkpoint_path(directory: Path, base_name: str, server_round: int) -> Path:
-    return directory / f"{base_name}_round_{server_round}.pt"
-
-
 def save_checkpoint(
     directory: Path, base_name: str, payload: dict[str, Any], *, keep_last: int, best_metric: float | None = None
 ) -> Path:
@@ -51,7 +51,7 @@ def save_checkpoint(
     missing = [k for k in REQUIRED_KEYS if k not in payload]
     assert not missing, f"checkpoint payload lacks {missing}"
     directory.mkdir(parents=True, exist_ok=True)
-    path = checkpoint_path(directory, base_name, payload["round"])
+    path = round_file(directory, base_name, payload["round"])
     atomic_torch_save(payload, path)
     pointer = directory / f"{base_name}_latest.json"
     previous = json.loads(pointer.read_text()) if pointer.exists() else {}
@@ -60,10 +60,8 @@ def save_checkpoint(
         atomic_torch_save(payload, directory / f"{base_name}_best.pt")
         best = {"round": payload["round"], "metric": best_metric, "file": f"{base_name}_best.pt"}
     info = {"round": payload["round"], "file": path.name, "timestamp": payload["timestamp"], "best": best}
-    _atomic_write_text(pointer, json.dumps(info, indent=1))
-    rounds = sorted(int(p.stem.rsplit("_", 1)[1]) for p in directory.glob(f"{base_name}_round_*.pt"))
-    for old in rounds[:-keep_last]:
-        checkpoint_path(directory, base_name, old).unlink(missing_ok=True)
+    atomic_write_text(pointer, json.dumps(info, indent=1))
+    prune_rounds(directory, base_name, keep_last)
     return path
 
 
@@ -75,12 +73,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             path = path.parent / json.loads(path.read_text())["file"]
         except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
             raise CheckpointError(f"Cannot read checkpoint pointer {path}: {err}") from None
-    if not path.is_file():
-        raise CheckpointError(f"Checkpoint file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for truncated/corrupt files
-        raise CheckpointError(f"Checkpoint {path} is corrupt or truncated ({type(err).__name__}: {err})") from None
+    return checked_run_payload(read_payload(path, "Checkpoint"), path)
+
+
+def checked_run_payload(payload: Any, path: Path) -> dict[str, Any]:
+    """``payload`` if it is a run checkpoint of this format version with every required key."""
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a feda2v checkpoint of format version {FORMAT_VERSION}")
     missing = [k for k in REQUIRED_KEYS if k not in payload]
@@ -143,15 +140,3 @@ def saved_adapters(payload: dict[str, Any], expected: dict[str, Any], path: Path
 
 def new_payload(**fields: Any) -> dict[str, Any]:
     return {"format_version": FORMAT_VERSION, "timestamp": time.time(), **fields}
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
