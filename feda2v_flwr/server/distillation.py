@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from feda2v_flwr.training.loop import EpochLosses, shuffled_batches
 from feda2v_flwr.training.optim import adamw
 
 
@@ -56,15 +57,12 @@ def distill_adapters(
     student.train()
     last: dict[str, float] = {}
     for _ in range(epochs):
-        sums = dict.fromkeys(student, 0.0)
-        order = torch.randperm(len(inputs), generator=rng)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size].to(inputs.device)
+        epoch_losses = EpochLosses(student)
+        for idx in shuffled_batches(len(inputs), batch_size, rng, inputs.device):
             losses = {slot: F.mse_loss(module(inputs[idx]), stacked[slot][idx]) for slot, module in student.items()}
             optimizer.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
             optimizer.step()
-            for slot, loss in losses.items():
-                sums[slot] += loss.item() * len(idx)
-        last = {slot: total / len(inputs) for slot, total in sums.items()}
+            epoch_losses.add(losses, len(idx))
+        last = epoch_losses.means()
     return last

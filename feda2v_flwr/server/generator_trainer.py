@@ -31,6 +31,7 @@ from feda2v_flwr.server.class_summary import (
 )
 from feda2v_flwr.server.distillation import distill_adapters, teacher_targets
 from feda2v_flwr.training.generator_learner import GeneratorFactory, GeneratorLearner, condition_slots_for
+from feda2v_flwr.training.loop import EpochLosses, shuffled_batches
 from feda2v_flwr.training.optim import adamw
 from feda2v_flwr.training.statistics import ClassStats
 
@@ -328,21 +329,17 @@ class ServerGeneratorTrainer:
         epochs = f.global_model_train_epochs if steps is None else math.ceil(steps / per_epoch)
         self.adapters.train()
         for _ in range(epochs):
-            sums, seen = dict.fromkeys(self.adapters, 0.0), 0
-            order = torch.randperm(len(inputs), generator=self.rng)
-            for start in range(0, len(order), batch):
+            epoch_losses = EpochLosses(self.adapters)
+            for idx in shuffled_batches(len(inputs), batch, self.rng):
                 if steps is not None and report.finetune_steps == steps:
                     break
-                idx = order[start : start + batch]
                 opt.zero_grad(set_to_none=True)
                 losses = {s: adapter_loss(m(inputs[idx]), targets[s][idx]) for s, m in self.adapters.items()}
                 sum(losses.values()).backward()
                 opt.step()
                 report.finetune_steps += 1
-                seen += len(idx)
-                for slot, loss in losses.items():
-                    sums[slot] += loss.item() * len(idx)
-            report.finetune_loss_per_slot = {s: v / seen for s, v in sums.items()}
+                epoch_losses.add(losses, len(idx))
+            report.finetune_loss_per_slot = epoch_losses.means()
         report.finetune_loss = float(sum(report.finetune_loss_per_slot.values()))
 
     def _finetune_set(

@@ -14,6 +14,7 @@ from feda2v_flwr.config.schema import ExperimentConfig
 from feda2v_flwr.encoders.text_targets import SlotSpec
 from feda2v_flwr.models.adapter import build_adapters
 from feda2v_flwr.models.losses import adapter_loss
+from feda2v_flwr.training.loop import EpochLosses, shuffled_batches
 from feda2v_flwr.training.optim import adamw
 
 GRAD_CLIP_NORM = 1.0
@@ -82,24 +83,22 @@ def train_adapters(
             if schedule:
                 for group in optimizer.param_groups:
                     group["lr"] = scheduled_lr(lr, first_epoch + epoch, total_epochs)
-        sums = dict.fromkeys(adapters, 0.0)
-        order = torch.randperm(len(labels), generator=generator)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            x = embeddings[idx]
+        epoch_losses = EpochLosses(adapters)
+        for idx in shuffled_batches(len(labels), batch_size, generator):
+            x, losses = embeddings[idx], {}
             for slot, module in adapters.items():
                 optimizer = optimizers[slot]
                 optimizer.zero_grad(set_to_none=True)
-                loss = adapter_loss(module(x), targets[slot][labels[idx]], f.adapter_cosine_loss_weight)
+                losses[slot] = adapter_loss(module(x), targets[slot][labels[idx]], f.adapter_cosine_loss_weight)
                 if mu:  # FedProx's proximal term; the reported loss stays the data loss
-                    (loss + proximal_term(module, anchors[slot], mu)).backward()
+                    (losses[slot] + proximal_term(module, anchors[slot], mu)).backward()
                 else:
-                    loss.backward()
+                    losses[slot].backward()
                 if f.optimizer_clip_gradients:
                     nn.utils.clip_grad_norm_(module.parameters(), GRAD_CLIP_NORM)
                 optimizer.step()
-                sums[slot] += loss.item() * len(idx)
-        last = {slot: total / len(labels) for slot, total in sums.items()}
+            epoch_losses.add(losses, len(idx))
+        last = epoch_losses.means()
     return last
 
 

@@ -45,6 +45,7 @@ from feda2v_flwr.training.generator_learner import (
     condition_slots_for,
 )
 from feda2v_flwr.training.generator_plan import generator_plan
+from feda2v_flwr.training.loop import shuffled_batches
 
 log = logging.getLogger(__name__)
 
@@ -254,9 +255,7 @@ class ClientGenerators:
         last = None
         for _ in range(f.generator_training_epochs):
             losses = []
-            order = torch.randperm(len(y), generator=rng).to(y.device)
-            for begin in range(0, len(order), batch_size):
-                idx = order[begin : begin + batch_size]
+            for idx in shuffled_batches(len(y), batch_size, rng, y.device):
                 step = gen.learner.step(x[idx], self._condition(y[idx]), noise_std=noise, rng=rng)
                 if step is not None:
                     losses.append(step["loss"])
