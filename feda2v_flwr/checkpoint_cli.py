@@ -60,13 +60,7 @@ def _generator_summary(file: Path, payload: dict[str, Any]) -> dict[str, Any]:
         "generator_key": payload["generator_key"],
         "granularity": payload["granularity"],
         "classes": list(payload["classes"]),
-        "generator": {
-            "type": learner["generator_type"],
-            "class": learner["generator_class"],
-            "args": learner["generator_args"],
-            "epochs": learner["generator_epochs"],
-            **_state_size(learner["generator_state"]),
-        },
+        "generator": _generator(learner),
         "optimizer_states": {"generator": _optimizer_steps(learner["generator_optimizer_state"])},
     }
 
@@ -99,11 +93,7 @@ def _summary(file: Path, payload: dict[str, Any]) -> dict[str, Any]:
         "round": payload["round"],
         "timestamp": _time(payload["timestamp"]),
         "generator": {
-            "type": payload["generator_type"],
-            "class": payload["generator_class"],
-            "args": payload["generator_args"],
-            "epochs": payload["generator_epochs"],
-            **_state_size(payload["generator_state"]),
+            **_generator(payload),
             "per_class": {  # generator_conditioning "none": one generator per class
                 name: {
                     "class": g["generator_class"],
@@ -125,6 +115,18 @@ def _summary(file: Path, payload: dict[str, Any]) -> dict[str, Any]:
         "rng_state": isinstance(payload["rng_state"], torch.Tensor),
         "config_hash": payload["config_hash"],
         "wandb_run_id": payload["wandb_run_id"],
+    }
+
+
+def _generator(fields: dict[str, Any]) -> dict[str, Any]:
+    """A saved generator's ``generator_*`` fields (a run checkpoint's, or a client generator's
+    learner): type, class, constructor arguments, epochs, tensor and parameter counts."""
+    return {
+        "type": fields["generator_type"],
+        "class": fields["generator_class"],
+        "args": fields["generator_args"],
+        "epochs": fields["generator_epochs"],
+        **_state_size(fields["generator_state"]),
     }
 
 

@@ -108,9 +108,8 @@ class FedA2VClient(NumPyClient):
             self._saved("optimizer"),
             self._saved("local_adapters"),
             generator_state=self._saved("generators"),
-            generator_dir=_path(ins.client_generator_dir),
+            generator_dir=_path(ins.client_generator_dir) if ins.save_client_state else None,  # a checkpoint round
             pretrained_path=_path(ins.pretrained_generator_path),
-            checkpoint_generators=ins.save_client_state,
         )
         record = {"optimizer": outcome.optimizer_state, "local_adapters": outcome.local_adapters}
         if outcome.generator_state is not None:

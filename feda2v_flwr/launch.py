@@ -9,7 +9,6 @@ the SuperLink by PID and exits non-zero unless the run finished as completed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -40,6 +39,7 @@ from feda2v_flwr.processes import (
     wait_for_port,
     wait_for_status,
 )
+from feda2v_flwr.reporting.metrics import read_summary
 from feda2v_flwr.training.generator_learner import GeneratorMismatchError
 
 CONNECTION = "feda2v-sim"
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         ray_address=args.ray_address,
     )
     print(f"\nRun status: {status} after {time.time() - start:.0f} s")
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    summary = read_summary(run_dir)
     evaluation = summary.get("evaluation", {})
     if "test_retrieval_top1" in evaluation:
         print(f"Final test retrieval top-1: {evaluation['test_retrieval_top1']:.3f}")

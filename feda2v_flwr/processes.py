@@ -169,18 +169,14 @@ def _stream_log(
     """``flwr log --stream`` until the run ends (False: ``timeout`` came first). Its lines go to
     this process's stdout when ``show_log`` and into ``log_lines`` when given."""
     command = [flower_binary("flwr"), "log", run_id, connection, "--stream"]
-    if log_lines is None:
-        quiet = None if show_log else subprocess.DEVNULL
-        try:
-            subprocess.run(command, env=env, stdout=quiet, stderr=quiet, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # stderr joins the captured log; uncaptured, it is shown or dropped as before
+    stderr = subprocess.STDOUT if log_lines is not None else (None if show_log else subprocess.DEVNULL)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
 
     def tee() -> None:
         for line in process.stdout:
-            log_lines.append(line.rstrip("\n"))
+            if log_lines is not None:
+                log_lines.append(line.rstrip("\n"))
             if show_log:
                 print(line, end="", flush=True)
 

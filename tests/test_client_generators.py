@@ -26,6 +26,7 @@ GROUPS = {"generator_class_groups": {"loud": ["siren", "engine"]}}
 def _fit_round(config, cache_dir, generator_dir, server_round=1, arrays=None, states=None):
     """Fit both partitions; returns (FitRes replies, outcomes)."""
     replies, outcomes = [], []
+    global_rounds = config.federation.global_rounds
     for pid in range(2):
         task = ClientTask(config, pid, 2, cache_dir)
         outcome = task.fit(
@@ -34,8 +35,7 @@ def _fit_round(config, cache_dir, generator_dir, server_round=1, arrays=None, st
             None,
             None,
             generator_state=(states or {}).get(pid),
-            generator_dir=generator_dir,
-            checkpoint_generators=checkpoint_due(config.feda2v, server_round, config.federation.global_rounds),
+            generator_dir=generator_dir if checkpoint_due(config.feda2v, server_round, global_rounds) else None,
         )
         res = FitRes(
             Status(Code.OK, "ok"), ndarrays_to_parameters(outcome.arrays), outcome.num_examples, outcome.metrics

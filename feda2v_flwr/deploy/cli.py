@@ -18,7 +18,6 @@ accepts such runs).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import signal
@@ -50,7 +49,7 @@ from feda2v_flwr.processes import (
     submit_run,
     wait_for_status,
 )
-from feda2v_flwr.reporting.metrics import reported_missing_partitions
+from feda2v_flwr.reporting.metrics import read_summary, reported_missing_partitions
 
 CONNECTION = "feda2v-deploy"
 
@@ -207,8 +206,7 @@ def _loopback(args: argparse.Namespace) -> int:
             args.config, overrides=overrides, run_name=run_name, output_dir=Path(args.output_dir), stream=True
         )
     print(f"\nRun status: {status} after {time.time() - start:.0f} s; outputs: {run_dir}")
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
-    missing = summary.get("missing_partitions") or []
+    missing = read_summary(run_dir).get("missing_partitions") or []
     return run_exit_code(status, missing, allow_missing=experiment.federation.allow_missing_nodes, where=str(run_dir))
 
 

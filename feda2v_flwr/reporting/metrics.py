@@ -57,6 +57,12 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """A run's ``summary.json`` ({} when the run wrote none)."""
+    path = Path(run_dir) / "summary.json"
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
 def round_summary_line(
     server_round: int,
     num_rounds: int,

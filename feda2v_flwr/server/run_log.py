@@ -17,7 +17,7 @@ from feda2v_flwr.images.drawing import decode_labels
 from feda2v_flwr.images.scoring import image_metrics
 from feda2v_flwr.payload import ClientUpdate
 from feda2v_flwr.reporting import MetricsLog, WandbLogger
-from feda2v_flwr.reporting.metrics import missing_partitions_line, round_summary_line
+from feda2v_flwr.reporting.metrics import missing_partitions_line, read_summary, round_summary_line
 from feda2v_flwr.server.generator_trainer import RoundReport, ServerGeneratorTrainer
 
 log = logging.getLogger(__name__)
@@ -283,6 +283,6 @@ def weighted_split_metrics(client_metrics: list[dict[str, Scalar]]) -> dict[str,
 def _earlier_summary(run_dir: Path) -> dict[str, Any]:
     """What a stopped run had reported in ``summary.json`` (nothing if absent or cut short)."""
     try:
-        return dict(json.loads((run_dir / "summary.json").read_text()))
+        return read_summary(run_dir)
     except (OSError, ValueError, TypeError):
         return {}

@@ -112,11 +112,10 @@ class ClientTask:
         generator_state: bytes | None = None,
         generator_dir: Path | None = None,
         pretrained_path: Path | None = None,
-        checkpoint_generators: bool = False,
     ) -> FitOutcome:
         """Train adapters (unless ``generator_only_mode``), then the node's generators (when
-        configured; saved to ``generator_dir`` when ``checkpoint_generators``: the server says
-        on which rounds), then compute the per-class statistics the server needs."""
+        configured; checkpointed into ``generator_dir`` when given: on the rounds the server
+        names), then compute the per-class statistics the server needs."""
         start = time.perf_counter()
         encoder_calls = self.cache.encoder.calls
         cfg = self.config
@@ -162,7 +161,7 @@ class ClientTask:
                 generator_state,
                 generator,
                 server_round,
-                generator_dir if checkpoint_generators else None,
+                generator_dir,
                 pretrained_path,
             )
         outputs = {slot: out.cpu() for slot, out in predict(self.model, emb).items()}
