@@ -184,13 +184,14 @@ def _stream_log(
     reader.start()
     try:
         process.wait(timeout=timeout)
+        return True
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
         return False
     finally:
+        if process.poll() is None:  # timed out, or Ctrl-C / SIGTERM: stop following the log now
+            process.kill()
+            process.wait()
         reader.join(timeout=10)
-    return True
 
 
 def run_exit_code(status: str, missing: list[int], *, allow_missing: bool, where: str) -> int:
